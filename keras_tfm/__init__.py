@@ -1,0 +1,29 @@
+"""keras_tfm: Transformer building blocks for Keras 3.
+
+The same code runs on TensorFlow, JAX and PyTorch; the backend is chosen by
+`KERAS_BACKEND`, never by this library.
+"""
+
+from keras_tfm.layers import (
+    DecoderBlock,
+    EncoderBlock,
+    FeedForward,
+    MultiHeadCrossAttention,
+    MultiHeadSelfAttention,
+    PositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalEncoding,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DecoderBlock",
+    "EncoderBlock",
+    "FeedForward",
+    "MultiHeadCrossAttention",
+    "MultiHeadSelfAttention",
+    "PositionalEmbedding",
+    "RotaryEmbedding",
+    "SinusoidalEncoding",
+]

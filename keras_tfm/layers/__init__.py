@@ -1,0 +1,24 @@
+"""The building blocks, one concept per module."""
+
+from keras_tfm.layers.attention import (
+    MultiHeadCrossAttention,
+    MultiHeadSelfAttention,
+)
+from keras_tfm.layers.blocks import DecoderBlock, EncoderBlock
+from keras_tfm.layers.feed_forward import FeedForward
+from keras_tfm.layers.positional import (
+    PositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalEncoding,
+)
+
+__all__ = [
+    "DecoderBlock",
+    "EncoderBlock",
+    "FeedForward",
+    "MultiHeadCrossAttention",
+    "MultiHeadSelfAttention",
+    "PositionalEmbedding",
+    "RotaryEmbedding",
+    "SinusoidalEncoding",
+]

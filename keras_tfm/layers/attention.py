@@ -1,0 +1,430 @@
+"""Multi-head attention: self-attention and cross-attention."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_tfm.layers.masks import (
+    causal_mask,
+    check_masks,
+    get_keras_mask,
+    merge_masks,
+)
+from keras_tfm.layers.positional import RotaryEmbedding
+from keras_tfm.layers.validation import (
+    check_divisible,
+    check_positive_int,
+    check_rank,
+    check_rate,
+)
+
+# Added to the logits of masked keys on the explicit (scores) path. It is
+# finite in float16, so a masked logit never turns into NaN.
+_MASKED_LOGIT = -30000.0
+
+
+def attention_with_scores(query, key, value, mask=None):
+    """Scaled dot-product attention that also returns the weights.
+
+    `softmax(Q K^T / sqrt(d)) V` written out, for when the caller asks for the
+    attention weights (fused kernels do not return them). Softmax runs in
+    float32 so that mixed precision cannot overflow.
+
+    Args:
+        query: `(batch, q_len, heads, head_dim)`.
+        key: `(batch, k_len, kv_heads, head_dim)`; `heads` must be a multiple
+            of `kv_heads`.
+        value: Same shape as `key`.
+        mask: Boolean, broadcastable to `(batch, heads, q_len, k_len)`.
+
+    Returns:
+        `(outputs, scores)`: `(batch, q_len, heads, head_dim)` and
+        `(batch, heads, q_len, k_len)`.
+    """
+    groups = query.shape[2] // key.shape[2]
+    if groups > 1:
+        key = ops.repeat(key, groups, axis=2)
+        value = ops.repeat(value, groups, axis=2)
+    logits = ops.einsum("btnh,bsnh->bnts", query, key)
+    logits = ops.cast(logits, "float32") / math.sqrt(query.shape[-1])
+    if mask is not None:
+        logits = ops.where(mask, logits, _MASKED_LOGIT)
+    scores = ops.cast(ops.softmax(logits, axis=-1), query.dtype)
+    return ops.einsum("bnts,bsnh->btnh", scores, value), scores
+
+
+def _repeat_single_kv_head_on_tensorflow(query, key, value):
+    """Works around multi-query attention on Keras's TensorFlow backend.
+
+    Keras 3.15's TensorFlow `dot_product_attention` repeats key/value heads
+    only when there are several; with one it relies on einsum broadcasting,
+    which TensorFlow's einsum rejects. The other backends broadcast natively.
+    """
+    heads = query.shape[2]
+    if keras.backend.backend() != "tensorflow" or key.shape[2] != 1:
+        return key, value
+    return ops.repeat(key, heads, axis=2), ops.repeat(value, heads, axis=2)
+
+
+class _MultiHeadAttention(keras.layers.Layer):
+    """Projections and the attention step shared by the public layers.
+
+    Queries, keys and values are projected straight to
+    `(batch, seq, heads, head_dim)` with `EinsumDense`, the layout
+    `keras.ops.dot_product_attention` takes, so no reshape or transpose is
+    needed on the way in or out.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        num_kv_heads=None,
+        dropout=0.0,
+        use_bias=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("num_heads", num_heads)
+        if key_dim is not None:
+            check_positive_int("key_dim", key_dim)
+        if num_kv_heads is not None:
+            check_positive_int("num_kv_heads", num_kv_heads)
+            check_divisible("num_heads", num_heads, "num_kv_heads", num_kv_heads)
+        check_rate("dropout", dropout)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.num_kv_heads = num_kv_heads
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.supports_masking = True
+
+    def _build_projections(self, query_shape, key_value_shape):
+        width = query_shape[-1]
+        head_dim = self.key_dim
+        if head_dim is None:
+            check_divisible("the input width", width, "num_heads", self.num_heads)
+            head_dim = width // self.num_heads
+        kv_heads = self.num_kv_heads or self.num_heads
+        self.query_dense = self._input_projection(
+            "query", self.num_heads, head_dim, query_shape
+        )
+        self.key_dense = self._input_projection(
+            "key", kv_heads, head_dim, key_value_shape
+        )
+        self.value_dense = self._input_projection(
+            "value", kv_heads, head_dim, key_value_shape
+        )
+        self.output_dense = keras.layers.EinsumDense(
+            "btnh,nhd->btd",
+            output_shape=(None, width),
+            bias_axes="d" if self.use_bias else None,
+            name="output",
+            dtype=self.dtype_policy,
+        )
+        self.output_dense.build((None, None, self.num_heads, head_dim))
+        self.output_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy
+        )
+
+    def _input_projection(self, name, heads, head_dim, input_shape):
+        projection = keras.layers.EinsumDense(
+            "btd,dnh->btnh",
+            output_shape=(None, heads, head_dim),
+            bias_axes="nh" if self.use_bias else None,
+            name=name,
+            dtype=self.dtype_policy,
+        )
+        # The attention layer has already read the Keras mask of its input;
+        # passing it through spares a "mask dropped" warning on every call.
+        projection.supports_masking = True
+        projection.build(input_shape)
+        return projection
+
+    def _attend(
+        self,
+        query,
+        key,
+        value,
+        mask,
+        is_causal,
+        return_attention_scores,
+        training,
+    ):
+        if return_attention_scores:
+            outputs, scores = attention_with_scores(query, key, value, mask)
+        else:
+            key, value = _repeat_single_kv_head_on_tensorflow(query, key, value)
+            outputs = ops.dot_product_attention(
+                query, key, value, mask=mask, is_causal=is_causal
+            )
+        outputs = self.output_dense(outputs)
+        outputs = self.output_dropout(outputs, training=training)
+        if return_attention_scores:
+            return outputs, scores
+        return outputs
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "num_kv_heads": self.num_kv_heads,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class MultiHeadSelfAttention(_MultiHeadAttention):
+    """Multi-head self-attention with padding and causal masks.
+
+    Each position attends to the positions of the same sequence. The width is
+    read from the input. Attention runs through
+    `keras.ops.dot_product_attention`, so the backend's fused kernel (flash
+    attention, cuDNN, PyTorch SDPA) is used where it exists; a causal layer
+    with no other mask reaches the kernel's `is_causal` path without building
+    a mask tensor.
+
+    Masks: a Keras mask on `x` (from `mask_zero=True` embeddings) or an
+    explicit `padding_mask` hides padding keys; `attention_mask` hides any
+    (query, key) pair; `causal=True` hides later positions. They are
+    combined. A query that may see no key attends to every key, so its output
+    is finite.
+
+    Args:
+        num_heads: Number of attention heads.
+        key_dim: Size of each head. Defaults to `width // num_heads`, which
+            then must divide evenly.
+        num_kv_heads: Number of key/value heads. Fewer than `num_heads` gives
+            grouped-query attention (1 gives multi-query attention); it must
+            divide `num_heads`. Defaults to `num_heads`.
+        dropout: Dropout rate on the layer's output. Dropout on the attention
+            weights would disable the fused kernels, so there is none.
+        use_bias: Whether the projections have biases.
+        causal: Whether each position may attend only to itself and earlier
+            positions.
+        rotary: Whether to apply rotary position embeddings to queries and
+            keys.
+        **kwargs: Standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        x: Input of shape `(batch, seq, width)`.
+        padding_mask: Optional `(batch, seq)` mask, true or 1 for real tokens.
+            Overrides the Keras mask of `x`.
+        attention_mask: Optional `(batch, seq, seq)` mask, true or 1 where a
+            query may attend to a key.
+        return_attention_scores: Whether to also return the attention weights.
+        training: Whether dropout is active.
+
+    Returns:
+        The output, of shape `(batch, seq, width)`; with
+        `return_attention_scores=True`, the tuple `(output, scores)` with
+        scores of shape `(batch, num_heads, seq, seq)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import MultiHeadSelfAttention
+
+    x = np.random.rand(2, 6, 16).astype("float32")
+    padding_mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    attention = MultiHeadSelfAttention(num_heads=4, causal=True)
+    outputs, scores = attention(
+        x, padding_mask=padding_mask, return_attention_scores=True
+    )  # (2, 6, 16) and (2, 4, 6, 6)
+    ```
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Ainslie et al., 2023 (GQA)](https://arxiv.org/abs/2305.13245)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        num_kv_heads=None,
+        dropout=0.0,
+        use_bias=True,
+        causal=False,
+        rotary=False,
+        **kwargs,
+    ):
+        super().__init__(
+            num_heads=num_heads,
+            key_dim=key_dim,
+            num_kv_heads=num_kv_heads,
+            dropout=dropout,
+            use_bias=use_bias,
+            **kwargs,
+        )
+        self.causal = causal
+        self.rotary = rotary
+
+    def build(self, x_shape):
+        check_rank("x", x_shape, 3, "(batch, seq, width)")
+        self._build_projections(x_shape, x_shape)
+        if self.rotary:
+            self.rotary_embedding = RotaryEmbedding(
+                name="rotary_embedding", dtype=self.dtype_policy
+            )
+
+    def call(
+        self,
+        x,
+        padding_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        check_rank("x", x.shape, 3, "(batch, seq, width)")
+        if padding_mask is None:
+            padding_mask = get_keras_mask(x)
+        check_masks(x.shape, x.shape, padding_mask, attention_mask)
+        query = self.query_dense(x)
+        key = self.key_dense(x)
+        value = self.value_dense(x)
+        if self.rotary:
+            query = self.rotary_embedding(query)
+            key = self.rotary_embedding(key)
+        # The fused kernels take causality as a flag; a mask tensor is built
+        # only when another mask must be combined with it, or for scores.
+        is_causal = (
+            self.causal
+            and padding_mask is None
+            and attention_mask is None
+            and not return_attention_scores
+        )
+        causal = None
+        if self.causal and not is_causal:
+            length = ops.shape(x)[1]
+            causal = causal_mask(length, length)
+        mask = merge_masks(padding_mask, attention_mask, causal)
+        return self._attend(
+            query,
+            key,
+            value,
+            mask,
+            is_causal,
+            return_attention_scores,
+            training,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "causal": self.causal,
+            "rotary": self.rotary,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class MultiHeadCrossAttention(_MultiHeadAttention):
+    """Multi-head attention from one sequence (`x`) to another (`context`).
+
+    The decoder's attention over the encoder output. Queries come from `x`,
+    keys and values from `context`; the two may differ in length and width.
+    Attention runs through `keras.ops.dot_product_attention`.
+
+    Masks: a Keras mask on `context` or an explicit `context_padding_mask`
+    hides padding positions of the context; `attention_mask` hides any
+    (query, key) pair.
+
+    Args:
+        num_heads: Number of attention heads.
+        key_dim: Size of each head. Defaults to `width // num_heads` where
+            `width` is the width of `x`.
+        dropout: Dropout rate on the layer's output.
+        use_bias: Whether the projections have biases.
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        x: Queries' source, of shape `(batch, q_len, width)`.
+        context: Keys' and values' source, `(batch, k_len, context_width)`.
+        context_padding_mask: Optional `(batch, k_len)` mask, true or 1 for
+            real context tokens. Overrides the Keras mask of `context`.
+        attention_mask: Optional `(batch, q_len, k_len)` mask.
+        return_attention_scores: Whether to also return the attention weights.
+        training: Whether dropout is active.
+
+    Returns:
+        The output, of shape `(batch, q_len, width)`; with
+        `return_attention_scores=True`, the tuple `(output, scores)` with
+        scores of shape `(batch, num_heads, q_len, k_len)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import MultiHeadCrossAttention
+
+    x = np.random.rand(2, 5, 16).astype("float32")
+    context = np.random.rand(2, 7, 16).astype("float32")
+    outputs = MultiHeadCrossAttention(num_heads=4)(x, context)  # (2, 5, 16)
+    ```
+    """
+
+    def __init__(
+        self, num_heads, key_dim=None, dropout=0.0, use_bias=True, **kwargs
+    ):
+        super().__init__(
+            num_heads=num_heads,
+            key_dim=key_dim,
+            dropout=dropout,
+            use_bias=use_bias,
+            **kwargs,
+        )
+
+    def build(self, x_shape, context_shape):
+        check_rank("x", x_shape, 3, "(batch, q_len, width)")
+        check_rank("context", context_shape, 3, "(batch, k_len, width)")
+        self._build_projections(x_shape, context_shape)
+
+    def call(
+        self,
+        x,
+        context,
+        context_padding_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        check_cross_attention_inputs(x, context)
+        if context_padding_mask is None:
+            context_padding_mask = get_keras_mask(context)
+        check_masks(
+            x.shape,
+            context.shape,
+            context_padding_mask,
+            attention_mask,
+            padding_mask_name="context_padding_mask",
+        )
+        mask = merge_masks(context_padding_mask, attention_mask)
+        return self._attend(
+            self.query_dense(x),
+            self.key_dense(context),
+            self.value_dense(context),
+            mask,
+            False,
+            return_attention_scores,
+            training,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        del config["num_kv_heads"]
+        return config
+
+
+def check_cross_attention_inputs(x, context):
+    check_rank("x", x.shape, 3, "(batch, q_len, width)")
+    check_rank("context", context.shape, 3, "(batch, k_len, width)")
+    x_batch, context_batch = x.shape[0], context.shape[0]
+    if None not in (x_batch, context_batch) and x_batch != context_batch:
+        raise ValueError(
+            "`x` and `context` must have the same batch size. Received: "
+            f"x.shape={tuple(x.shape)}, context.shape={tuple(context.shape)}"
+        )

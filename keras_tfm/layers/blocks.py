@@ -1,0 +1,332 @@
+"""Transformer encoder and decoder blocks."""
+
+import keras
+
+from keras_tfm.layers.attention import (
+    MultiHeadCrossAttention,
+    MultiHeadSelfAttention,
+)
+from keras_tfm.layers.feed_forward import ACTIVATIONS, FeedForward
+from keras_tfm.layers.masks import get_keras_mask
+from keras_tfm.layers.validation import (
+    check_choice,
+    check_positive_int,
+    check_rank,
+    check_rate,
+)
+
+NORMS = ("layer", "rms")
+
+
+class _TransformerBlock(keras.layers.Layer):
+    """Options, sublayer builders and the residual step both blocks share."""
+
+    def __init__(
+        self,
+        num_heads,
+        ff_dim,
+        dropout=0.1,
+        activation="relu",
+        norm_first=False,
+        norm="layer",
+        layer_norm_epsilon=1e-5,
+        rotary=False,
+        num_kv_heads=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("ff_dim", ff_dim)
+        check_rate("dropout", dropout)
+        check_choice("activation", activation, ACTIVATIONS)
+        check_choice("norm", norm, NORMS)
+        if num_kv_heads is not None:
+            check_positive_int("num_kv_heads", num_kv_heads)
+        self.num_heads = num_heads
+        self.ff_dim = ff_dim
+        self.dropout = dropout
+        self.activation = activation
+        self.norm_first = norm_first
+        self.norm = norm
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.rotary = rotary
+        self.num_kv_heads = num_kv_heads
+        self.supports_masking = True
+
+    def _build_self_attention(self, x_shape, causal):
+        self.self_attention = MultiHeadSelfAttention(
+            self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            dropout=self.dropout,
+            causal=causal,
+            rotary=self.rotary,
+            name="self_attention",
+            dtype=self.dtype_policy,
+        )
+        self.self_attention.build(x_shape)
+        self.self_attention_norm = self._norm_layer(
+            "self_attention_norm", x_shape
+        )
+
+    def _build_feed_forward(self, x_shape):
+        self.feed_forward = FeedForward(
+            self.ff_dim,
+            activation=self.activation,
+            dropout=self.dropout,
+            name="feed_forward",
+            dtype=self.dtype_policy,
+        )
+        self.feed_forward.build(x_shape)
+        self.feed_forward_norm = self._norm_layer("feed_forward_norm", x_shape)
+
+    def _norm_layer(self, name, x_shape):
+        norm_class = {
+            "layer": keras.layers.LayerNormalization,
+            "rms": keras.layers.RMSNormalization,
+        }[self.norm]
+        layer = norm_class(
+            epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
+        )
+        layer.build(x_shape)
+        return layer
+
+    def _residual(self, x, norm, sublayer):
+        """`x + sublayer(norm(x))` (pre-norm) or `norm(x + sublayer(x))`."""
+        if self.norm_first:
+            return x + sublayer(norm(x))
+        return norm(x + sublayer(x))
+
+    def compute_output_shape(self, x_shape, *args, **kwargs):
+        return x_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "ff_dim": self.ff_dim,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "norm_first": self.norm_first,
+            "norm": self.norm,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "rotary": self.rotary,
+            "num_kv_heads": self.num_kv_heads,
+        }
+
+
+_BLOCK_ARGS_DOC = """
+        num_heads: Number of attention heads; must divide the input width.
+        ff_dim: Hidden width of the feed-forward network.
+        dropout: Dropout rate on the output of each sublayer before it is
+            added to the residual stream (the paper's residual dropout).
+        activation: Feed-forward activation: `"relu"`, `"gelu"` or `"swiglu"`.
+        norm_first: `False` (the paper's post-norm, `norm(x + f(x))`) or
+            `True` (pre-norm, `x + f(norm(x))`, steadier for deep stacks).
+        norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
+        layer_norm_epsilon: Epsilon of the normalization layers.
+        rotary: Whether self-attention applies rotary position embeddings.
+        num_kv_heads: Key/value heads of self-attention, for grouped-query
+            attention. Defaults to `num_heads`.
+        **kwargs: Standard layer arguments (`name`, `dtype`, ...)."""
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class EncoderBlock(_TransformerBlock):
+    __doc__ = """Transformer encoder block: self-attention and feed-forward.
+
+    Each sublayer is wrapped in a residual connection and a normalization,
+    after the sum (post-norm, as in the paper) or before the sublayer
+    (`norm_first=True`). The width is read from the input.
+
+    Masks: a Keras mask on `x` (from a `mask_zero=True` embedding) or an
+    explicit `padding_mask` hides padding tokens from attention, and the Keras
+    mask is passed on to the output, so stacked blocks need no extra wiring.
+
+    Args:{args}
+
+    Call arguments:
+        x: Input of shape `(batch, seq, width)`.
+        padding_mask: Optional `(batch, seq)` mask, true or 1 for real tokens.
+        attention_mask: Optional `(batch, seq, seq)` mask, true or 1 where a
+            query may attend to a key.
+        training: Whether dropout is active.
+
+    Returns:
+        A tensor with the shape of `x`.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_tfm import EncoderBlock, PositionalEmbedding
+
+    tokens = keras.Input(shape=(None,), dtype="int32")
+    x = PositionalEmbedding(100, 32, 16, mask_zero=True)(tokens)
+    x = EncoderBlock(num_heads=2, ff_dim=32)(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(tokens, keras.layers.Dense(2)(x))
+    logits = model(np.array([[4, 9, 2, 0], [7, 3, 0, 0]]))  # (2, 2)
+    ```
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Xiong et al., 2020 (pre-norm)](https://arxiv.org/abs/2002.04745)
+    """.format(args=_BLOCK_ARGS_DOC)
+
+    def build(self, x_shape):
+        check_rank("x", x_shape, 3, "(batch, seq, width)")
+        self._build_self_attention(x_shape, causal=False)
+        self._build_feed_forward(x_shape)
+
+    def call(self, x, padding_mask=None, attention_mask=None, training=None):
+        check_rank("x", x.shape, 3, "(batch, seq, width)")
+        if padding_mask is None:
+            padding_mask = get_keras_mask(x)
+
+        def self_attention(inputs):
+            return self.self_attention(
+                inputs,
+                padding_mask=padding_mask,
+                attention_mask=attention_mask,
+                training=training,
+            )
+
+        x = self._residual(x, self.self_attention_norm, self_attention)
+        return self._residual(
+            x,
+            self.feed_forward_norm,
+            lambda inputs: self.feed_forward(inputs, training=training),
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class DecoderBlock(_TransformerBlock):
+    __doc__ = """Transformer decoder block: causal self-attention, cross-attention
+    on the encoder output, and feed-forward.
+
+    Self-attention is always causal: position `t` sees positions `<= t` only.
+    With `cross_attention=True` (the paper's decoder) the block also attends
+    to `context`, which must then be given; with `cross_attention=False` it is
+    a decoder-only (GPT-style) block. Residuals and normalization as in
+    `EncoderBlock`.
+
+    Masks: a Keras mask on `x` or `padding_mask` hides padding tokens of the
+    target; a Keras mask on `context` or `context_padding_mask` hides padding
+    of the source; `attention_mask` further restricts self-attention. With no
+    padding and no `attention_mask`, causal self-attention reaches the fused
+    kernel's `is_causal` path with no mask tensor.
+
+    Args:{args}
+        cross_attention: Whether the block attends to `context`.
+
+    Call arguments:
+        x: Target-side input, `(batch, seq, width)`.
+        context: Encoder output, `(batch, context_seq, context_width)`.
+            Required when `cross_attention=True`, not allowed otherwise.
+        padding_mask: Optional `(batch, seq)` mask for `x`.
+        context_padding_mask: Optional `(batch, context_seq)` mask for
+            `context`.
+        attention_mask: Optional `(batch, seq, seq)` mask for self-attention,
+            combined with the causal mask.
+        training: Whether dropout is active.
+
+    Returns:
+        A tensor with the shape of `x`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import DecoderBlock
+
+    target = np.random.rand(2, 5, 16).astype("float32")
+    encoded = np.random.rand(2, 7, 16).astype("float32")
+    outputs = DecoderBlock(num_heads=2, ff_dim=32)(target, encoded)
+    gpt_block = DecoderBlock(num_heads=2, ff_dim=32, cross_attention=False)
+    outputs = gpt_block(target)  # (2, 5, 16)
+    ```
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+    """.format(args=_BLOCK_ARGS_DOC)
+
+    def __init__(self, num_heads, ff_dim, cross_attention=True, **kwargs):
+        super().__init__(num_heads, ff_dim, **kwargs)
+        self.cross_attention = cross_attention
+
+    def build(self, x_shape, context_shape=None):
+        check_rank("x", x_shape, 3, "(batch, seq, width)")
+        self._check_context(context_shape)
+        self._build_self_attention(x_shape, causal=True)
+        if self.cross_attention:
+            check_rank("context", context_shape, 3, "(batch, seq, width)")
+            self.cross_attention_layer = MultiHeadCrossAttention(
+                self.num_heads,
+                dropout=self.dropout,
+                name="cross_attention",
+                dtype=self.dtype_policy,
+            )
+            self.cross_attention_layer.build(x_shape, context_shape)
+            self.cross_attention_norm = self._norm_layer(
+                "cross_attention_norm", x_shape
+            )
+        self._build_feed_forward(x_shape)
+
+    def _check_context(self, context):
+        if self.cross_attention and context is None:
+            raise ValueError(
+                "This DecoderBlock has `cross_attention=True`, so `context` "
+                "(the encoder output) is required. Received: context=None. "
+                "Build it with `cross_attention=False` for a decoder-only "
+                "block."
+            )
+        if not self.cross_attention and context is not None:
+            raise ValueError(
+                "This DecoderBlock has `cross_attention=False`, so it takes "
+                "no `context`. Received a context; build it with "
+                "`cross_attention=True` to attend to an encoder output."
+            )
+
+    def call(
+        self,
+        x,
+        context=None,
+        padding_mask=None,
+        context_padding_mask=None,
+        attention_mask=None,
+        training=None,
+    ):
+        check_rank("x", x.shape, 3, "(batch, seq, width)")
+        self._check_context(context)
+        if padding_mask is None:
+            padding_mask = get_keras_mask(x)
+
+        def self_attention(inputs):
+            return self.self_attention(
+                inputs,
+                padding_mask=padding_mask,
+                attention_mask=attention_mask,
+                training=training,
+            )
+
+        x = self._residual(x, self.self_attention_norm, self_attention)
+        if self.cross_attention:
+
+            def cross_attention(inputs):
+                return self.cross_attention_layer(
+                    inputs,
+                    context,
+                    context_padding_mask=context_padding_mask,
+                    training=training,
+                )
+
+            x = self._residual(x, self.cross_attention_norm, cross_attention)
+        return self._residual(
+            x,
+            self.feed_forward_norm,
+            lambda inputs: self.feed_forward(inputs, training=training),
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "cross_attention": self.cross_attention}

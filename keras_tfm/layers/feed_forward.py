@@ -1,0 +1,102 @@
+"""The position-wise feed-forward network."""
+
+import keras
+from keras import ops
+
+from keras_tfm.layers.validation import (
+    check_choice,
+    check_positive_int,
+    check_rank,
+    check_rate,
+)
+
+ACTIVATIONS = ("relu", "gelu", "swiglu")
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class FeedForward(keras.layers.Layer):
+    """Position-wise feed-forward network: two projections around an activation.
+
+    `relu` and `gelu` give the paper's `W2 act(W1 x + b1) + b2`. `swiglu`
+    gives `W2 (silu(Wg x) * W1 x)` (Shazeer, 2020), as in LLaMA. The output has
+    the width of the input.
+
+    Args:
+        hidden_dim: Width of the hidden layer.
+        activation: `"relu"`, `"gelu"` (exact, as in `torch.nn`) or `"swiglu"`.
+        dropout: Dropout rate on the output.
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        x: Input of shape `(batch, seq, width)`.
+        training: Whether dropout is active.
+
+    Returns:
+        A tensor with the shape of `x`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import FeedForward
+
+    x = np.random.rand(2, 5, 16).astype("float32")
+    outputs = FeedForward(hidden_dim=64, activation="gelu")(x)  # (2, 5, 16)
+    ```
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Shazeer, 2020](https://arxiv.org/abs/2002.05202)
+    """
+
+    def __init__(self, hidden_dim, activation="relu", dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("hidden_dim", hidden_dim)
+        check_choice("activation", activation, ACTIVATIONS)
+        check_rate("dropout", dropout)
+        self.hidden_dim = hidden_dim
+        self.activation = activation
+        self.dropout = dropout
+        self.supports_masking = True
+
+    def build(self, x_shape):
+        check_rank("x", x_shape, 3, "(batch, seq, width)")
+        gated = self.activation == "swiglu"
+        self.hidden_dense = self._dense(
+            "hidden",
+            self.hidden_dim,
+            x_shape,
+            activation=None if gated else self.activation,
+        )
+        if gated:
+            self.gate_dense = self._dense("gate", self.hidden_dim, x_shape)
+        hidden_shape = (*x_shape[:-1], self.hidden_dim)
+        self.output_dense = self._dense("output", x_shape[-1], hidden_shape)
+        self.output_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy
+        )
+
+    def _dense(self, name, units, input_shape, activation=None):
+        dense = keras.layers.Dense(
+            units, activation=activation, name=name, dtype=self.dtype_policy
+        )
+        dense.build(input_shape)
+        return dense
+
+    def call(self, x, training=None):
+        hidden = self.hidden_dense(x)
+        if self.activation == "swiglu":
+            hidden = ops.silu(self.gate_dense(x)) * hidden
+        outputs = self.output_dense(hidden)
+        return self.output_dropout(outputs, training=training)
+
+    def compute_output_shape(self, x_shape):
+        return x_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_dim": self.hidden_dim,
+            "activation": self.activation,
+            "dropout": self.dropout,
+        }

@@ -1,0 +1,94 @@
+"""Attention masks: reading, checking, building and merging them.
+
+Every mask here is boolean with `True` meaning "may attend". The merged mask
+has shape `(batch, 1, q_len, k_len)` (or a broadcastable part of it), which is
+what `keras.ops.dot_product_attention` takes.
+"""
+
+from keras import ops
+
+# Keras attaches the implicit mask of `mask_zero=True` embeddings to the
+# tensor itself and has no public getter for it; keras-hub and Keras's own
+# MultiHeadAttention read it the same way.
+from keras.src.backend import get_keras_mask
+
+from keras_tfm.layers.validation import check_shape
+
+__all__ = [
+    "causal_mask",
+    "check_masks",
+    "get_keras_mask",
+    "merge_masks",
+]
+
+
+def causal_mask(query_length, key_length, start_index=0):
+    """Returns a `(query_length, key_length)` boolean lower-triangular mask.
+
+    Query `i` sits at absolute position `start_index + i` and may attend to
+    keys at positions up to and including its own; `start_index` is the
+    number of positions already in a key/value cache.
+    """
+    query_positions = ops.arange(query_length) + start_index
+    key_positions = ops.arange(key_length)
+    return ops.expand_dims(query_positions, 1) >= ops.expand_dims(
+        key_positions, 0
+    )
+
+
+def check_masks(
+    query_shape,
+    key_shape,
+    padding_mask=None,
+    attention_mask=None,
+    padding_mask_name="padding_mask",
+):
+    """Raises a `ValueError` naming the mask whose shape does not fit."""
+    batch, query_length = query_shape[0], query_shape[1]
+    key_length = key_shape[1]
+    if padding_mask is not None:
+        check_shape(
+            padding_mask_name,
+            padding_mask.shape,
+            (batch, key_length),
+            "(batch, key_length)",
+        )
+    if attention_mask is not None:
+        check_shape(
+            "attention_mask",
+            attention_mask.shape,
+            (batch, query_length, key_length),
+            "(batch, query_length, key_length)",
+        )
+
+
+def merge_masks(padding_mask=None, attention_mask=None, causal=None):
+    """Combines the masks that apply to one attention call.
+
+    Args:
+        padding_mask: `(batch, k_len)`, true for real keys.
+        attention_mask: `(batch, q_len, k_len)`.
+        causal: `(q_len, k_len)` boolean mask from `causal_mask()`.
+
+    Returns:
+        A boolean mask broadcastable to `(batch, heads, q_len, k_len)`, or
+        `None` when no mask applies.
+    """
+    parts = []
+    if padding_mask is not None:
+        parts.append(ops.cast(padding_mask, "bool")[:, None, None, :])
+    if attention_mask is not None:
+        parts.append(ops.cast(attention_mask, "bool")[:, None, :, :])
+    if causal is not None:
+        parts.append(causal[None, None, :, :])
+    if not parts:
+        return None
+    mask = parts[0]
+    for part in parts[1:]:
+        mask = ops.logical_and(mask, part)
+    # A query that may see no key at all (a padding row under a causal mask,
+    # an all-padding sequence) would give 0/0 in softmax on some kernels. It
+    # attends to every key instead, as in Keras's MultiHeadAttention: the
+    # output is finite and, being a padding position, ignored downstream.
+    sees_a_key = ops.any(mask, axis=-1, keepdims=True)
+    return ops.logical_or(mask, ops.logical_not(sees_a_key))

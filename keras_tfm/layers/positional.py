@@ -1,0 +1,300 @@
+"""Position information: sinusoidal, learned and rotary."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_tfm.layers.validation import (
+    check_choice,
+    check_positive_int,
+    check_rank,
+)
+
+
+def sinusoidal_signal(length, dim, max_wavelength=10000, start_index=0):
+    """The paper's position signal, shape `(length, dim)`, in float32.
+
+    `PE[pos, 2i] = sin(pos / max_wavelength ** (2i / dim))` and
+    `PE[pos, 2i + 1] = cos(pos / max_wavelength ** (2i / dim))`
+    (Vaswani et al., 2017, section 3.5).
+    """
+    positions = ops.cast(ops.arange(length) + start_index, "float32")
+    channels = ops.arange(dim)
+    exponents = ops.cast(2 * (channels // 2), "float32") / dim
+    inverse_wavelengths = ops.power(float(max_wavelength), -exponents)
+    angles = positions[:, None] * inverse_wavelengths[None, :]
+    return ops.where(channels % 2 == 0, ops.sin(angles), ops.cos(angles))
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class SinusoidalEncoding(keras.layers.Layer):
+    """The fixed sine/cosine position signal of "Attention Is All You Need".
+
+    Returns the signal for each position of the input, to be added to token
+    embeddings. It has no weights, so it works for any sequence length.
+
+    Args:
+        max_wavelength: The longest wavelength of the sinusoids (the paper's
+            10000).
+        **kwargs: Standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: A tensor of shape `(batch, seq, dim)`; only its shape is used.
+        start_index: Position of the first element of `inputs`, for cached
+            decoding. Defaults to 0.
+
+    Returns:
+        A tensor of shape `(batch, seq, dim)` in the layer's compute dtype.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import SinusoidalEncoding
+
+    embeddings = np.zeros((2, 10, 16), "float32")
+    signal = SinusoidalEncoding()(embeddings)
+    outputs = embeddings + signal  # (2, 10, 16)
+    ```
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+    """
+
+    def __init__(self, max_wavelength=10000, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("max_wavelength", max_wavelength)
+        self.max_wavelength = max_wavelength
+        self.supports_masking = True
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        check_rank("inputs", inputs.shape, 3, "(batch, seq, dim)")
+        shape = ops.shape(inputs)
+        signal = sinusoidal_signal(
+            shape[1], inputs.shape[-1], self.max_wavelength, start_index
+        )
+        return ops.broadcast_to(ops.cast(signal, self.compute_dtype), shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_wavelength": self.max_wavelength}
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class RotaryEmbedding(keras.layers.Layer):
+    """Rotary position embedding (RoPE), applied to queries and keys.
+
+    Rotates each pair of channels `(i, i + head_dim / 2)` of a query or key
+    by an angle proportional to its position, so that the dot product of a
+    query and a key depends on their relative distance only. Attention layers
+    apply it when built with `rotary=True`.
+
+    Args:
+        max_wavelength: The longest wavelength of the rotations.
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        inputs: Queries or keys of shape `(batch, seq, heads, head_dim)`;
+            `head_dim` must be even.
+        start_index: Position of the first element of `inputs`, for cached
+            decoding. Defaults to 0.
+
+    Returns:
+        The rotated tensor, same shape and dtype as `inputs`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import RotaryEmbedding
+
+    queries = np.random.rand(2, 10, 4, 16).astype("float32")
+    rotated = RotaryEmbedding()(queries)  # (2, 10, 4, 16)
+    ```
+
+    References:
+        - [Su et al., 2021](https://arxiv.org/abs/2104.09864)
+    """
+
+    def __init__(self, max_wavelength=10000, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("max_wavelength", max_wavelength)
+        self.max_wavelength = max_wavelength
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        check_rank("inputs", inputs.shape, 4, "(batch, seq, heads, head_dim)")
+        head_dim = inputs.shape[-1]
+        if head_dim % 2:
+            raise ValueError(
+                "RotaryEmbedding needs an even head dimension. "
+                f"Received: inputs.shape={tuple(inputs.shape)}"
+            )
+        positions = ops.cast(
+            ops.arange(ops.shape(inputs)[1]) + start_index, "float32"
+        )
+        exponents = ops.arange(0, head_dim, 2, dtype="float32") / head_dim
+        inverse_wavelengths = ops.power(float(self.max_wavelength), -exponents)
+        angles = positions[:, None] * inverse_wavelengths[None, :]
+        angles = ops.concatenate([angles, angles], axis=-1)[None, :, None, :]
+        cos = ops.cast(ops.cos(angles), inputs.dtype)
+        sin = ops.cast(ops.sin(angles), inputs.dtype)
+        first_half, second_half = ops.split(inputs, 2, axis=-1)
+        rotated_half = ops.concatenate([-second_half, first_half], axis=-1)
+        return inputs * cos + rotated_half * sin
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_wavelength": self.max_wavelength}
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class PositionalEmbedding(keras.layers.Layer):
+    """Token embedding plus position information.
+
+    Looks up each token id, optionally scales it by `sqrt(embed_dim)` as in
+    the paper, and adds either a learned position vector or the fixed
+    sinusoidal signal. The token table is a `keras.layers.ReversibleEmbedding`
+    (`token_embedding`), so a model can reuse it as a tied output projection
+    with `token_embedding(hidden, reverse=True)`.
+
+    With `mask_zero=True`, token id 0 is padding: the layer emits a Keras mask
+    that every keras_tfm block downstream uses as its padding mask.
+
+    Args:
+        vocab_size: Number of token ids.
+        sequence_length: Longest sequence the layer accepts (the number of
+            learned positions). Longer inputs raise a `ValueError`.
+        embed_dim: Width of the embeddings.
+        position: `"learned"` or `"sinusoidal"`.
+        mask_zero: Whether token id 0 is padding and should be masked.
+        scale_embeddings: Whether to multiply token embeddings by
+            `sqrt(embed_dim)` before adding positions (the paper does).
+        max_wavelength: Longest wavelength of the sinusoidal signal.
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        inputs: Integer token ids of shape `(batch, seq)`.
+        start_index: Position of the first token, for cached decoding.
+
+    Returns:
+        Embeddings of shape `(batch, seq, embed_dim)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import PositionalEmbedding
+
+    tokens = np.array([[5, 8, 2, 0, 0]])
+    embed = PositionalEmbedding(
+        vocab_size=10, sequence_length=16, embed_dim=8, mask_zero=True
+    )
+    outputs = embed(tokens)  # (1, 5, 8)
+    mask = embed.compute_mask(tokens)  # [[True, True, True, False, False]]
+    ```
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        sequence_length,
+        embed_dim,
+        position="learned",
+        mask_zero=False,
+        scale_embeddings=False,
+        max_wavelength=10000,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("vocab_size", vocab_size)
+        check_positive_int("sequence_length", sequence_length)
+        check_positive_int("embed_dim", embed_dim)
+        check_choice("position", position, ("learned", "sinusoidal"))
+        self.vocab_size = vocab_size
+        self.sequence_length = sequence_length
+        self.embed_dim = embed_dim
+        self.position = position
+        self.mask_zero = mask_zero
+        self.scale_embeddings = scale_embeddings
+        self.max_wavelength = max_wavelength
+        self.supports_masking = mask_zero
+
+    def build(self, inputs_shape):
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            self.vocab_size,
+            self.embed_dim,
+            mask_zero=self.mask_zero,
+            name="token_embedding",
+            dtype=self.dtype_policy,
+        )
+        self.token_embedding.build(inputs_shape)
+        if self.position == "learned":
+            self.position_embeddings = self.add_weight(
+                name="position_embeddings",
+                shape=(self.sequence_length, self.embed_dim),
+                initializer="uniform",
+            )
+
+    def call(self, inputs, start_index=0):
+        self._check_tokens(inputs, start_index)
+        embeddings = self.token_embedding(inputs)
+        if self.scale_embeddings:
+            embeddings = embeddings * ops.cast(
+                math.sqrt(self.embed_dim), embeddings.dtype
+            )
+        length = ops.shape(inputs)[1]
+        if self.position == "learned":
+            positions = ops.slice(
+                self.position_embeddings,
+                (start_index, 0),
+                (length, self.embed_dim),
+            )
+        else:
+            positions = sinusoidal_signal(
+                length, self.embed_dim, self.max_wavelength, start_index
+            )
+        return embeddings + ops.cast(positions, embeddings.dtype)
+
+    def _check_tokens(self, tokens, start_index):
+        check_rank("inputs", tokens.shape, 2, "(batch, seq) of token ids")
+        if "int" not in keras.backend.standardize_dtype(tokens.dtype):
+            raise ValueError(
+                "PositionalEmbedding expects integer token ids. "
+                f"Received: inputs.dtype={tokens.dtype}"
+            )
+        length = tokens.shape[1]
+        if isinstance(start_index, int) and length is not None:
+            if start_index + length > self.sequence_length:
+                raise ValueError(
+                    f"The input has {start_index + length} positions "
+                    f"(start_index={start_index}, inputs.shape[1]={length}), "
+                    "more than this PositionalEmbedding's "
+                    f"`sequence_length`={self.sequence_length}."
+                )
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, inputs_shape):
+        return (*inputs_shape, self.embed_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "sequence_length": self.sequence_length,
+            "embed_dim": self.embed_dim,
+            "position": self.position,
+            "mask_zero": self.mask_zero,
+            "scale_embeddings": self.scale_embeddings,
+            "max_wavelength": self.max_wavelength,
+        }
