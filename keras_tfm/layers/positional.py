@@ -252,7 +252,7 @@ class PositionalEmbedding(keras.layers.Layer):
         length = ops.shape(inputs)[1]
         if self.position == "learned":
             positions = ops.slice(
-                self.position_embeddings,
+                ops.convert_to_tensor(self.position_embeddings),
                 (start_index, 0),
                 (length, self.embed_dim),
             )

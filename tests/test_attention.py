@@ -1,0 +1,126 @@
+"""Attention layers against the paper's formula, masks and scores."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tfm import MultiHeadCrossAttention, MultiHeadSelfAttention
+from tests import reference
+from tests.conftest import to_numpy
+
+BATCH, LENGTH, WIDTH = 2, 6, 12
+PADDING = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+
+
+def random_inputs(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def padding_as_pairs(padding_mask, query_length):
+    return np.repeat(padding_mask[:, None, :], query_length, axis=1)
+
+
+@pytest.mark.parametrize(
+    "num_heads,num_kv_heads,causal,use_padding",
+    [
+        (3, None, False, False),
+        (3, None, False, True),
+        (3, None, True, False),
+        (4, 2, True, True),
+        (4, 1, False, True),
+    ],
+)
+def test_self_attention_matches_formula(
+    num_heads, num_kv_heads, causal, use_padding
+):
+    x = random_inputs(BATCH, LENGTH, WIDTH)
+    layer = MultiHeadSelfAttention(
+        num_heads, num_kv_heads=num_kv_heads, causal=causal
+    )
+    padding_mask = PADDING if use_padding else None
+    outputs = to_numpy(layer(x, padding_mask=padding_mask))
+
+    mask = np.ones((BATCH, LENGTH, LENGTH), bool)
+    if use_padding:
+        mask &= padding_as_pairs(PADDING, LENGTH)
+    if causal:
+        mask &= reference.causal(LENGTH)
+    expected, _ = reference.multi_head_attention(layer, x, mask=mask)
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
+
+
+def test_attention_mask_combines_with_padding():
+    x = random_inputs(BATCH, LENGTH, WIDTH)
+    rng = np.random.default_rng(1)
+    attention_mask = rng.random((BATCH, LENGTH, LENGTH)) < 0.7
+    attention_mask[:, :, 0] = True  # every query sees at least one key
+    layer = MultiHeadSelfAttention(2)
+    outputs = to_numpy(
+        layer(x, padding_mask=PADDING, attention_mask=attention_mask)
+    )
+    mask = attention_mask & padding_as_pairs(PADDING, LENGTH)
+    expected, _ = reference.multi_head_attention(layer, x, mask=mask)
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
+
+
+def test_scores_path_equals_fused_path_and_formula():
+    x = random_inputs(BATCH, LENGTH, WIDTH)
+    layer = MultiHeadSelfAttention(3, causal=True)
+    fused = to_numpy(layer(x, padding_mask=PADDING))
+    outputs, scores = layer(
+        x, padding_mask=PADDING, return_attention_scores=True
+    )
+    mask = padding_as_pairs(PADDING, LENGTH) & reference.causal(LENGTH)
+    expected, weights = reference.multi_head_attention(layer, x, mask=mask)
+    assert tuple(scores.shape) == (BATCH, 3, LENGTH, LENGTH)
+    np.testing.assert_allclose(to_numpy(outputs), fused, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(scores), weights, atol=1e-5)
+    # Rows sum to one over visible keys; future and padding keys get zero.
+    np.testing.assert_allclose(to_numpy(scores).sum(-1), 1.0, atol=1e-5)
+    assert np.all(to_numpy(scores)[~np.broadcast_to(mask[:, None], weights.shape)] == 0)
+
+
+def test_keras_mask_is_a_padding_mask():
+    tokens = np.array([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
+    embedding = keras.layers.Embedding(10, WIDTH, mask_zero=True)
+    layer = MultiHeadSelfAttention(2)
+    from_keras_mask = to_numpy(layer(embedding(tokens)))
+    explicit = to_numpy(
+        layer(to_numpy(embedding(tokens)), padding_mask=tokens != 0)
+    )
+    np.testing.assert_allclose(from_keras_mask, explicit, atol=1e-6)
+
+
+def test_cross_attention_matches_formula():
+    x = random_inputs(BATCH, 4, WIDTH)
+    context = random_inputs(BATCH, LENGTH, 8, seed=1)
+    layer = MultiHeadCrossAttention(3)
+    outputs, scores = layer(
+        x, context, context_padding_mask=PADDING, return_attention_scores=True
+    )
+    mask = padding_as_pairs(PADDING, 4)
+    expected, weights = reference.multi_head_attention(
+        layer, x, context, mask=mask
+    )
+    assert tuple(outputs.shape) == (BATCH, 4, WIDTH)
+    np.testing.assert_allclose(to_numpy(outputs), expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(scores), weights, atol=1e-5)
+    fused = layer(x, context, context_padding_mask=PADDING)
+    np.testing.assert_allclose(to_numpy(fused), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_compiled_and_eager_predictions_agree(jit_compile):
+    if jit_compile and keras.backend.backend() == "torch":
+        pytest.skip("torch.compile is exercised once in test_training.py")
+    inputs = keras.Input((LENGTH, WIDTH))
+    padding = keras.Input((LENGTH,), dtype="bool")
+    outputs = MultiHeadSelfAttention(3, causal=True)(
+        inputs, padding_mask=padding
+    )
+    model = keras.Model([inputs, padding], outputs)
+    model.compile(jit_compile=jit_compile)
+    x = random_inputs(BATCH, LENGTH, WIDTH)
+    compiled = model.predict([x, PADDING], verbose=0)
+    eager = to_numpy(model([x, PADDING]))
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)
