@@ -40,9 +40,7 @@ def multi_head_attention(layer, x, context=None, mask=None):
     groups = query.shape[2] // key.shape[2]
     key = np.repeat(key, groups, axis=2)
     value = np.repeat(value, groups, axis=2)
-    logits = np.einsum("btnh,bsnh->bnts", query, key) / np.sqrt(
-        query.shape[-1]
-    )
+    logits = np.einsum("btnh,bsnh->bnts", query, key) / np.sqrt(query.shape[-1])
     if mask is not None:
         logits = np.where(mask[:, None], logits, -np.inf)
     weights = softmax(logits)

@@ -77,7 +77,9 @@ def test_scores_path_equals_fused_path_and_formula():
     np.testing.assert_allclose(to_numpy(scores), weights, atol=1e-5)
     # Rows sum to one over visible keys; future and padding keys get zero.
     np.testing.assert_allclose(to_numpy(scores).sum(-1), 1.0, atol=1e-5)
-    assert np.all(to_numpy(scores)[~np.broadcast_to(mask[:, None], weights.shape)] == 0)
+    assert np.all(
+        to_numpy(scores)[~np.broadcast_to(mask[:, None], weights.shape)] == 0
+    )
 
 
 def test_keras_mask_is_a_padding_mask():

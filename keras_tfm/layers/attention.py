@@ -91,7 +91,9 @@ class _MultiHeadAttention(keras.layers.Layer):
             check_positive_int("key_dim", key_dim)
         if num_kv_heads is not None:
             check_positive_int("num_kv_heads", num_kv_heads)
-            check_divisible("num_heads", num_heads, "num_kv_heads", num_kv_heads)
+            check_divisible(
+                "num_heads", num_heads, "num_kv_heads", num_kv_heads
+            )
         check_rate("dropout", dropout)
         self.num_heads = num_heads
         self.key_dim = key_dim
@@ -104,7 +106,9 @@ class _MultiHeadAttention(keras.layers.Layer):
         width = query_shape[-1]
         head_dim = self.key_dim
         if head_dim is None:
-            check_divisible("the input width", width, "num_heads", self.num_heads)
+            check_divisible(
+                "the input width", width, "num_heads", self.num_heads
+            )
             head_dim = width // self.num_heads
         kv_heads = self.num_kv_heads or self.num_heads
         self.query_dense = self._input_projection(

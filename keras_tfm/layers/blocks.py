@@ -114,7 +114,19 @@ class _TransformerBlock(keras.layers.Layer):
         }
 
 
-_BLOCK_ARGS_DOC = """
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class EncoderBlock(_TransformerBlock):
+    """Transformer encoder block: self-attention and feed-forward.
+
+    Each sublayer is wrapped in a residual connection and a normalization,
+    after the sum (post-norm, as in the paper) or before the sublayer
+    (`norm_first=True`). The width is read from the input.
+
+    Masks: a Keras mask on `x` (from a `mask_zero=True` embedding) or an
+    explicit `padding_mask` hides padding tokens from attention, and the Keras
+    mask is passed on to the output, so stacked blocks need no extra wiring.
+
+    Args:
         num_heads: Number of attention heads; must divide the input width.
         ff_dim: Hidden width of the feed-forward network.
         dropout: Dropout rate on the output of each sublayer before it is
@@ -127,22 +139,7 @@ _BLOCK_ARGS_DOC = """
         rotary: Whether self-attention applies rotary position embeddings.
         num_kv_heads: Key/value heads of self-attention, for grouped-query
             attention. Defaults to `num_heads`.
-        **kwargs: Standard layer arguments (`name`, `dtype`, ...)."""
-
-
-@keras.saving.register_keras_serializable(package="keras_tfm")
-class EncoderBlock(_TransformerBlock):
-    __doc__ = """Transformer encoder block: self-attention and feed-forward.
-
-    Each sublayer is wrapped in a residual connection and a normalization,
-    after the sum (post-norm, as in the paper) or before the sublayer
-    (`norm_first=True`). The width is read from the input.
-
-    Masks: a Keras mask on `x` (from a `mask_zero=True` embedding) or an
-    explicit `padding_mask` hides padding tokens from attention, and the Keras
-    mask is passed on to the output, so stacked blocks need no extra wiring.
-
-    Args:{args}
+        **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         x: Input of shape `(batch, seq, width)`.
@@ -172,7 +169,7 @@ class EncoderBlock(_TransformerBlock):
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
         - [Xiong et al., 2020 (pre-norm)](https://arxiv.org/abs/2002.04745)
-    """.format(args=_BLOCK_ARGS_DOC)
+    """
 
     def build(self, x_shape):
         check_rank("x", x_shape, 3, "(batch, seq, width)")
@@ -202,8 +199,10 @@ class EncoderBlock(_TransformerBlock):
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
 class DecoderBlock(_TransformerBlock):
-    __doc__ = """Transformer decoder block: causal self-attention, cross-attention
-    on the encoder output, and feed-forward.
+    """Transformer decoder block: self-, cross-attention and feed-forward.
+
+    Causal self-attention, cross-attention on the encoder output, and the
+    feed-forward network.
 
     Self-attention is always causal: position `t` sees positions `<= t` only.
     With `cross_attention=True` (the paper's decoder) the block also attends
@@ -217,8 +216,21 @@ class DecoderBlock(_TransformerBlock):
     padding and no `attention_mask`, causal self-attention reaches the fused
     kernel's `is_causal` path with no mask tensor.
 
-    Args:{args}
+    Args:
+        num_heads: Number of attention heads; must divide the input width.
+        ff_dim: Hidden width of the feed-forward network.
+        dropout: Dropout rate on the output of each sublayer before it is
+            added to the residual stream (the paper's residual dropout).
+        activation: Feed-forward activation: `"relu"`, `"gelu"` or `"swiglu"`.
+        norm_first: `False` (the paper's post-norm, `norm(x + f(x))`) or
+            `True` (pre-norm, `x + f(norm(x))`, steadier for deep stacks).
+        norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
+        layer_norm_epsilon: Epsilon of the normalization layers.
+        rotary: Whether self-attention applies rotary position embeddings.
+        num_kv_heads: Key/value heads of self-attention, for grouped-query
+            attention. Defaults to `num_heads`.
         cross_attention: Whether the block attends to `context`.
+        **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         x: Target-side input, `(batch, seq, width)`.
@@ -249,7 +261,7 @@ class DecoderBlock(_TransformerBlock):
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
-    """.format(args=_BLOCK_ARGS_DOC)
+    """
 
     def __init__(self, num_heads, ff_dim, cross_attention=True, **kwargs):
         super().__init__(num_heads, ff_dim, **kwargs)

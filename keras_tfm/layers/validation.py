@@ -45,7 +45,7 @@ def check_shape(name, shape, expected, description):
     shape = tuple(shape)
     matches = len(shape) == len(expected) and all(
         want is None or got is None or want == got
-        for got, want in zip(shape, expected)
+        for got, want in zip(shape, expected, strict=True)
     )
     if not matches:
         raise ValueError(

@@ -1,0 +1,123 @@
+"""Encoder and decoder blocks: causality, padding invariance, norms."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tfm import DecoderBlock, EncoderBlock, PositionalEmbedding
+from tests.conftest import to_numpy
+
+WIDTH = 8
+
+
+def random_inputs(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"norm_first": True, "rotary": True, "activation": "swiglu"},
+        {"num_kv_heads": 1, "norm": "rms"},
+    ],
+)
+def test_decoder_ignores_the_future(options):
+    block = DecoderBlock(2, 16, cross_attention=False, dropout=0, **options)
+    x = random_inputs(2, 7, WIDTH)
+    changed = x.copy()
+    changed[:, 4:] = random_inputs(2, 3, WIDTH, seed=1)
+    before, after = to_numpy(block(x)), to_numpy(block(changed))
+    np.testing.assert_allclose(before[:, :4], after[:, :4], atol=1e-5)
+    assert not np.allclose(before[:, 4:], after[:, 4:])
+
+
+def test_encoder_decoder_block_ignores_the_future_but_sees_all_context():
+    block = DecoderBlock(2, 16, dropout=0)
+    x = random_inputs(2, 5, WIDTH)
+    context = random_inputs(2, 6, WIDTH, seed=2)
+    changed = x.copy()
+    changed[:, 3:] += 1.0
+    np.testing.assert_allclose(
+        to_numpy(block(x, context))[:, :3],
+        to_numpy(block(changed, context))[:, :3],
+        atol=1e-5,
+    )
+    changed_context = context.copy()
+    changed_context[:, -1] += 1.0
+    assert not np.allclose(
+        to_numpy(block(x, context))[:, 0],
+        to_numpy(block(x, changed_context))[:, 0],
+    )
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_padding_does_not_change_real_tokens(norm_first):
+    block = EncoderBlock(2, 16, dropout=0, norm_first=norm_first)
+    x = random_inputs(2, 5, WIDTH)
+    padded = np.concatenate([x, random_inputs(2, 3, WIDTH, seed=3)], axis=1)
+    padding_mask = np.array([[1] * 5 + [0] * 3] * 2)
+    np.testing.assert_allclose(
+        to_numpy(block(padded, padding_mask=padding_mask))[:, :5],
+        to_numpy(block(x)),
+        atol=1e-5,
+    )
+
+
+def test_decoder_padding_of_target_and_context_does_not_change_outputs():
+    block = DecoderBlock(2, 16, dropout=0)
+    x = random_inputs(1, 4, WIDTH)
+    context = random_inputs(1, 5, WIDTH, seed=4)
+    padded_x = np.concatenate([x, np.ones((1, 2, WIDTH), "float32")], 1)
+    padded_context = np.concatenate(
+        [context, np.ones((1, 3, WIDTH), "float32")], 1
+    )
+    outputs = block(
+        padded_x,
+        padded_context,
+        padding_mask=np.array([[1, 1, 1, 1, 0, 0]]),
+        context_padding_mask=np.array([[1] * 5 + [0] * 3]),
+    )
+    np.testing.assert_allclose(
+        to_numpy(outputs)[:, :4], to_numpy(block(x, context)), atol=1e-5
+    )
+
+
+def test_stacked_encoder_uses_keras_mask_from_embedding():
+    tokens = keras.Input((None,), dtype="int32")
+    x = PositionalEmbedding(30, 12, WIDTH, mask_zero=True)(tokens)
+    for _ in range(2):
+        x = EncoderBlock(2, 16, dropout=0)(x)
+    model = keras.Model(tokens, x)
+    short = np.array([[4, 5, 6]])
+    padded = np.array([[4, 5, 6, 0, 0, 0]])
+    np.testing.assert_allclose(
+        to_numpy(model(padded))[:, :3], to_numpy(model(short)), atol=1e-5
+    )
+
+
+def test_post_norm_and_pre_norm_residuals():
+    x = random_inputs(2, 4, WIDTH)
+    post = EncoderBlock(2, 16, dropout=0)
+    outputs = to_numpy(post(x))
+    # Post-norm ends in a LayerNormalization with unit scale: each position
+    # has mean 0 and variance 1.
+    np.testing.assert_allclose(outputs.mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(outputs.var(-1), 1, atol=1e-3)
+    pre = EncoderBlock(2, 16, dropout=0, norm_first=True)
+    outputs = to_numpy(pre(x))
+    hidden = x + to_numpy(pre.self_attention(pre.self_attention_norm(x)))
+    expected = hidden + to_numpy(
+        pre.feed_forward(pre.feed_forward_norm(hidden))
+    )
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
+
+
+def test_weight_paths_are_stable():
+    block = DecoderBlock(2, 16, name="decoder")
+    block(random_inputs(1, 3, WIDTH), random_inputs(1, 4, WIDTH))
+    paths = sorted(weight.path for weight in block.weights)
+    assert "decoder/self_attention/query/kernel" in paths
+    assert "decoder/cross_attention/key/kernel" in paths
+    assert "decoder/feed_forward/hidden/kernel" in paths
+    assert "decoder/cross_attention_norm/gamma" in paths
