@@ -160,9 +160,13 @@ class PositionalEmbedding(keras.layers.Layer):
 
     Looks up each token id, optionally scales it by `sqrt(embed_dim)` as in
     the paper, and adds either a learned position vector or the fixed
-    sinusoidal signal. The token table is a `keras.layers.ReversibleEmbedding`
-    (`token_embedding`), so a model can reuse it as a tied output projection
-    with `token_embedding(hidden, reverse=True)`.
+    sinusoidal signal (or nothing, for models with rotary attention).
+
+    Called with `reverse=True` on hidden states, the layer projects them back
+    onto the vocabulary with the transposed token table: the tied output
+    projection of the paper (section 3.4). Using one layer for the input
+    embedding and the output projection keeps the weights shared through
+    `model.save()` and `load_model()`.
 
     With `mask_zero=True`, token id 0 is padding: the layer emits a Keras mask
     that every keras_tfm block downstream uses as its padding mask.
@@ -172,7 +176,8 @@ class PositionalEmbedding(keras.layers.Layer):
         sequence_length: Longest sequence the layer accepts (the number of
             learned positions). Longer inputs raise a `ValueError`.
         embed_dim: Width of the embeddings.
-        position: `"learned"` or `"sinusoidal"`.
+        position: `"learned"`, `"sinusoidal"`, or `None` for no position
+            signal (when attention applies rotary embeddings).
         mask_zero: Whether token id 0 is padding and should be masked.
         scale_embeddings: Whether to multiply token embeddings by
             `sqrt(embed_dim)` before adding positions (the paper does).
@@ -180,11 +185,14 @@ class PositionalEmbedding(keras.layers.Layer):
         **kwargs: Standard layer arguments.
 
     Call arguments:
-        inputs: Integer token ids of shape `(batch, seq)`.
+        inputs: Integer token ids of shape `(batch, seq)`; with
+            `reverse=True`, hidden states of shape `(batch, seq, embed_dim)`.
         start_index: Position of the first token, for cached decoding.
+        reverse: Whether to project hidden states to vocabulary logits.
 
     Returns:
-        Embeddings of shape `(batch, seq, embed_dim)`.
+        Embeddings of shape `(batch, seq, embed_dim)`; with `reverse=True`,
+        logits of shape `(batch, seq, vocab_size)`.
 
     Example:
 
@@ -198,6 +206,7 @@ class PositionalEmbedding(keras.layers.Layer):
     )
     outputs = embed(tokens)  # (1, 5, 8)
     mask = embed.compute_mask(tokens)  # [[True, True, True, False, False]]
+    logits = embed(outputs, reverse=True)  # (1, 5, 10), tied weights
     ```
     """
 
@@ -216,7 +225,7 @@ class PositionalEmbedding(keras.layers.Layer):
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("sequence_length", sequence_length)
         check_positive_int("embed_dim", embed_dim)
-        check_choice("position", position, ("learned", "sinusoidal"))
+        check_choice("position", position, ("learned", "sinusoidal", None))
         self.vocab_size = vocab_size
         self.sequence_length = sequence_length
         self.embed_dim = embed_dim
@@ -242,13 +251,18 @@ class PositionalEmbedding(keras.layers.Layer):
                 initializer="uniform",
             )
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, reverse=False):
+        if reverse:
+            check_rank("inputs", inputs.shape, 3, "(batch, seq, embed_dim)")
+            return self.token_embedding(inputs, reverse=True)
         self._check_tokens(inputs, start_index)
         embeddings = self.token_embedding(inputs)
         if self.scale_embeddings:
             embeddings = embeddings * ops.cast(
                 math.sqrt(self.embed_dim), embeddings.dtype
             )
+        if self.position is None:
+            return embeddings
         length = ops.shape(inputs)[1]
         if self.position == "learned":
             positions = ops.slice(
@@ -280,12 +294,18 @@ class PositionalEmbedding(keras.layers.Layer):
                 )
 
     def compute_mask(self, inputs, mask=None):
+        if len(inputs.shape) == 3:  # reverse: logits keep the hidden's mask
+            return mask
         if not self.mask_zero:
             return None
         return ops.not_equal(inputs, 0)
 
-    def compute_output_shape(self, inputs_shape):
-        return (*inputs_shape, self.embed_dim)
+    def compute_output_spec(self, inputs, start_index=0, reverse=False):
+        if reverse:
+            shape = (*inputs.shape[:-1], self.vocab_size)
+        else:
+            shape = (*inputs.shape, self.embed_dim)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def get_config(self):
         return {

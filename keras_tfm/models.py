@@ -1,0 +1,476 @@
+"""Functional-model builders.
+
+Each function returns a plain `keras.Model` built with the functional API
+from keras_tfm's public blocks, so it trains with `model.fit`, prints with
+`model.summary()`, and saves and reloads with `model.save()` /
+`keras.models.load_model()` (after `import keras_tfm`). Layers have stable
+names (`encoder_block_0`, `decoder_block_1`, ...), so weights can be looked up
+with `model.get_layer(...)`.
+"""
+
+import keras
+
+from keras_tfm.layers import (
+    DecoderBlock,
+    EncoderBlock,
+    FirstTokenPooling,
+    PatchEmbedding,
+    PositionalEmbedding,
+    SinusoidalEncoding,
+)
+from keras_tfm.layers.validation import check_choice, check_positive_int
+
+__all__ = [
+    "causal_lm",
+    "forecaster",
+    "seq2seq_transformer",
+    "text_classifier",
+    "vit_classifier",
+]
+
+
+def _encoder_stack(x, num_layers, prefix="encoder", **block_options):
+    """`num_layers` EncoderBlocks, then a final norm for pre-norm stacks."""
+    for index in range(num_layers):
+        x = EncoderBlock(name=f"{prefix}_block_{index}", **block_options)(x)
+    return _final_norm(x, prefix, block_options)
+
+
+def _final_norm(x, prefix, block_options):
+    # A pre-norm stack leaves its residual stream unnormalised; post-norm
+    # blocks already end in a norm.
+    if not block_options.get("norm_first"):
+        return x
+    return keras.layers.LayerNormalization(
+        epsilon=block_options.get("layer_norm_epsilon", 1e-5),
+        name=f"{prefix}_norm",
+    )(x)
+
+
+def seq2seq_transformer(
+    vocab_size,
+    sequence_length,
+    num_layers=6,
+    embed_dim=512,
+    num_heads=8,
+    ff_dim=2048,
+    dropout=0.1,
+    target_vocab_size=None,
+    tie_embeddings=True,
+    position="sinusoidal",
+    norm_first=False,
+    name="seq2seq_transformer",
+):
+    """The encoder-decoder Transformer of "Attention Is All You Need".
+
+    The defaults are the paper's base model. Token ids 0 are padding in both
+    inputs and are masked throughout (and, through the Keras mask on the
+    logits, left out of the loss). Embeddings are scaled by `sqrt(embed_dim)`
+    and followed by dropout, as in the paper.
+
+    With `tie_embeddings=True` and one vocabulary (`target_vocab_size` unset
+    or equal to `vocab_size`), the encoder embedding, the decoder embedding
+    and the output projection share one matrix and the projection has no
+    bias; with a 37,000-token vocabulary the base model then has 63,082,496
+    weights. With two vocabularies, tying shares the decoder embedding with
+    the output projection only.
+
+    Args:
+        vocab_size: Source vocabulary size (and target, unless
+            `target_vocab_size` is given).
+        sequence_length: Longest source or target sequence.
+        num_layers: Number of encoder blocks and of decoder blocks.
+        embed_dim: Model width.
+        num_heads: Attention heads per block.
+        ff_dim: Feed-forward hidden width.
+        dropout: Dropout rate on embeddings and on each sublayer's output.
+        target_vocab_size: Target vocabulary size, if different.
+        tie_embeddings: Whether to share embedding and output matrices.
+        position: `"sinusoidal"` (the paper) or `"learned"`.
+        norm_first: Pre-norm blocks (adds a final norm to each stack).
+        name: Model name.
+
+    Returns:
+        A `keras.Model` taking `{"encoder_tokens": (batch, src_len),
+        "decoder_tokens": (batch, tgt_len)}` int tensors and returning logits
+        `(batch, tgt_len, target_vocab_size)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import models
+
+    model = models.seq2seq_transformer(
+        vocab_size=100, sequence_length=16, num_layers=1, embed_dim=32,
+        num_heads=2, ff_dim=64,
+    )
+    logits = model({
+        "encoder_tokens": np.array([[5, 6, 7, 0]]),
+        "decoder_tokens": np.array([[1, 8, 9]]),
+    })  # (1, 3, 100)
+    ```
+    """
+    check_positive_int("num_layers", num_layers)
+    target_vocab_size = target_vocab_size or vocab_size
+    shared = tie_embeddings and target_vocab_size == vocab_size
+
+    def embedding(vocab, layer_name):
+        return PositionalEmbedding(
+            vocab,
+            sequence_length,
+            embed_dim,
+            position=position,
+            mask_zero=True,
+            scale_embeddings=True,
+            name=layer_name,
+        )
+
+    source_embedding = embedding(
+        vocab_size, "embedding" if shared else "encoder_embedding"
+    )
+    target_embedding = (
+        source_embedding
+        if shared
+        else embedding(target_vocab_size, "decoder_embedding")
+    )
+    block_options = {
+        "num_heads": num_heads,
+        "ff_dim": ff_dim,
+        "dropout": dropout,
+        "norm_first": norm_first,
+    }
+
+    encoder_tokens = keras.Input((None,), dtype="int32", name="encoder_tokens")
+    decoder_tokens = keras.Input((None,), dtype="int32", name="decoder_tokens")
+    encoded = source_embedding(encoder_tokens)
+    encoded = keras.layers.Dropout(dropout, name="encoder_dropout")(encoded)
+    encoded = _encoder_stack(encoded, num_layers, **block_options)
+
+    decoded = target_embedding(decoder_tokens)
+    decoded = keras.layers.Dropout(dropout, name="decoder_dropout")(decoded)
+    for index in range(num_layers):
+        decoded = DecoderBlock(name=f"decoder_block_{index}", **block_options)(
+            decoded, encoded
+        )
+    decoded = _final_norm(decoded, "decoder", block_options)
+    if tie_embeddings:
+        logits = target_embedding(decoded, reverse=True)
+    else:
+        logits = keras.layers.Dense(target_vocab_size, name="logits")(decoded)
+    return keras.Model(
+        {"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens},
+        logits,
+        name=name,
+    )
+
+
+def text_classifier(
+    vocab_size,
+    sequence_length,
+    num_classes,
+    num_layers=2,
+    embed_dim=128,
+    num_heads=4,
+    ff_dim=256,
+    pooling="mean",
+    dropout=0.1,
+    position="learned",
+    norm_first=False,
+    name="text_classifier",
+):
+    """A Transformer encoder with a pooling and a dense classification head.
+
+    Token id 0 is padding and is masked in attention and in mean pooling.
+
+    Args:
+        vocab_size: Vocabulary size.
+        sequence_length: Longest input sequence.
+        num_classes: Number of classes (the head returns logits).
+        num_layers: Number of encoder blocks.
+        embed_dim: Model width.
+        num_heads: Attention heads per block.
+        ff_dim: Feed-forward hidden width.
+        pooling: `"mean"` (over real tokens) or `"cls"` (the first token's
+            output; put a classification token there).
+        dropout: Dropout rate in the blocks and before the head.
+        position: `"learned"` or `"sinusoidal"`.
+        norm_first: Pre-norm blocks (adds a final norm).
+        name: Model name.
+
+    Returns:
+        A `keras.Model` from int tokens `(batch, seq)` (input name `tokens`)
+        to logits `(batch, num_classes)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import models
+
+    model = models.text_classifier(
+        vocab_size=100, sequence_length=16, num_classes=3, num_layers=1,
+        embed_dim=32, num_heads=2, ff_dim=64,
+    )
+    logits = model(np.array([[5, 6, 7, 0, 0]]))  # (1, 3)
+    ```
+    """
+    check_positive_int("num_layers", num_layers)
+    check_positive_int("num_classes", num_classes)
+    check_choice("pooling", pooling, ("mean", "cls"))
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = PositionalEmbedding(
+        vocab_size,
+        sequence_length,
+        embed_dim,
+        position=position,
+        mask_zero=True,
+        name="embedding",
+    )(tokens)
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    x = _encoder_stack(
+        x,
+        num_layers,
+        num_heads=num_heads,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        norm_first=norm_first,
+    )
+    if pooling == "mean":
+        x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)
+    else:
+        x = FirstTokenPooling(name="pooling")(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(tokens, logits, name=name)
+
+
+def causal_lm(
+    vocab_size,
+    sequence_length,
+    num_layers=4,
+    embed_dim=256,
+    num_heads=4,
+    ff_dim=1024,
+    rotary=False,
+    num_kv_heads=None,
+    dropout=0.1,
+    activation="gelu",
+    tie_embeddings=True,
+    mask_zero=False,
+    name="causal_lm",
+):
+    """A decoder-only (GPT-style) language model.
+
+    Pre-norm causal `DecoderBlock`s with a final norm. Positions are learned,
+    or, with `rotary=True`, applied inside attention as rotary embeddings
+    (then the embedding adds none). With `mask_zero=False` (the default, for
+    packed training text) causal attention takes the fused kernel's
+    `is_causal` path with no mask tensor; set `mask_zero=True` to treat token
+    id 0 as padding.
+
+    Args:
+        vocab_size: Vocabulary size.
+        sequence_length: Longest sequence (context window).
+        num_layers: Number of decoder blocks.
+        embed_dim: Model width.
+        num_heads: Attention heads per block.
+        ff_dim: Feed-forward hidden width.
+        rotary: Rotary position embeddings instead of learned positions.
+        num_kv_heads: Key/value heads (grouped-query attention).
+        dropout: Dropout rate on embeddings and sublayer outputs.
+        activation: Feed-forward activation (`"relu"`, `"gelu"`, `"swiglu"`).
+        tie_embeddings: Whether the output projection reuses the embedding.
+        mask_zero: Whether token id 0 is padding.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` from int tokens `(batch, seq)` (input name `tokens`)
+        to next-token logits `(batch, seq, vocab_size)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import models
+
+    model = models.causal_lm(
+        vocab_size=100, sequence_length=32, num_layers=1, embed_dim=32,
+        num_heads=2, ff_dim=64, rotary=True,
+    )
+    logits = model(np.array([[5, 6, 7]]))  # (1, 3, 100)
+    ```
+    """
+    check_positive_int("num_layers", num_layers)
+    embedding = PositionalEmbedding(
+        vocab_size,
+        sequence_length,
+        embed_dim,
+        position=None if rotary else "learned",
+        mask_zero=mask_zero,
+        name="embedding",
+    )
+    block_options = {
+        "num_heads": num_heads,
+        "ff_dim": ff_dim,
+        "dropout": dropout,
+        "activation": activation,
+        "norm_first": True,
+        "rotary": rotary,
+        "num_kv_heads": num_kv_heads,
+    }
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = embedding(tokens)
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    for index in range(num_layers):
+        x = DecoderBlock(
+            cross_attention=False,
+            name=f"decoder_block_{index}",
+            **block_options,
+        )(x)
+    x = _final_norm(x, "decoder", block_options)
+    if tie_embeddings:
+        logits = embedding(x, reverse=True)
+    else:
+        logits = keras.layers.Dense(vocab_size, name="logits")(x)
+    return keras.Model(tokens, logits, name=name)
+
+
+def vit_classifier(
+    image_size,
+    patch_size,
+    num_classes,
+    num_layers=4,
+    embed_dim=64,
+    num_heads=4,
+    ff_dim=128,
+    channels=3,
+    dropout=0.1,
+    name="vit_classifier",
+):
+    """A Vision Transformer classifier (Dosovitskiy et al., 2020).
+
+    Images are cut into patches, embedded with a class token and learned
+    positions (`PatchEmbedding`), passed through pre-norm GELU encoder
+    blocks, and classified from the class token's output.
+
+    Args:
+        image_size: Side of the square input images.
+        patch_size: Side of the square patches; must divide `image_size`.
+        num_classes: Number of classes (the head returns logits).
+        num_layers: Number of encoder blocks.
+        embed_dim: Model width.
+        num_heads: Attention heads per block.
+        ff_dim: Feed-forward hidden width.
+        channels: Image channels.
+        dropout: Dropout rate.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` from images `(batch, image_size, image_size,
+        channels)` (input name `images`) to logits `(batch, num_classes)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import models
+
+    model = models.vit_classifier(
+        image_size=8, patch_size=2, num_classes=10, num_layers=1,
+        embed_dim=32, num_heads=2, ff_dim=64, channels=1,
+    )
+    logits = model(np.random.rand(2, 8, 8, 1))  # (2, 10)
+    ```
+    """
+    check_positive_int("num_layers", num_layers)
+    check_positive_int("image_size", image_size)
+    images = keras.Input((image_size, image_size, channels), name="images")
+    x = PatchEmbedding(patch_size, embed_dim, name="patch_embedding")(images)
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    x = _encoder_stack(
+        x,
+        num_layers,
+        num_heads=num_heads,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        activation="gelu",
+        norm_first=True,
+    )
+    x = FirstTokenPooling(name="pooling")(x)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(images, logits, name=name)
+
+
+def forecaster(
+    input_length,
+    horizon,
+    num_features=1,
+    num_layers=2,
+    embed_dim=64,
+    num_heads=4,
+    ff_dim=128,
+    dropout=0.1,
+    name="forecaster",
+):
+    """A Transformer encoder that forecasts the next `horizon` steps.
+
+    Each time step's features are projected to `embed_dim`, the sinusoidal
+    position signal is added, pre-norm encoder blocks mix the steps, and a
+    dense head maps the flattened sequence to the forecast. Scale the series
+    (for example to zero mean and unit variance) before training.
+
+    Args:
+        input_length: Number of past steps the model reads.
+        horizon: Number of future steps it predicts.
+        num_features: Number of variables per step.
+        num_layers: Number of encoder blocks.
+        embed_dim: Model width.
+        num_heads: Attention heads per block.
+        ff_dim: Feed-forward hidden width.
+        dropout: Dropout rate.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` from `(batch, input_length, num_features)` floats
+        (input name `series`) to `(batch, horizon, num_features)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import models
+
+    model = models.forecaster(
+        input_length=24, horizon=6, num_layers=1, embed_dim=16, num_heads=2,
+        ff_dim=32,
+    )
+    forecast = model(np.random.rand(4, 24, 1))  # (4, 6, 1)
+    ```
+    """
+    for argument, value in (
+        ("input_length", input_length),
+        ("horizon", horizon),
+        ("num_features", num_features),
+        ("num_layers", num_layers),
+    ):
+        check_positive_int(argument, value)
+    series = keras.Input((input_length, num_features), name="series")
+    x = keras.layers.Dense(embed_dim, name="input_projection")(series)
+    x = keras.layers.Add(name="add_positions")(
+        [x, SinusoidalEncoding(name="positions")(x)]
+    )
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    x = _encoder_stack(
+        x,
+        num_layers,
+        num_heads=num_heads,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        activation="gelu",
+        norm_first=True,
+    )
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(horizon * num_features, name="head")(x)
+    forecast = keras.layers.Reshape((horizon, num_features), name="forecast")(x)
+    return keras.Model(series, forecast, name=name)
