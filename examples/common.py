@@ -1,0 +1,84 @@
+"""What every example shares: its command line and its training callbacks."""
+
+import argparse
+import os
+import tempfile
+
+import keras
+import keras_hub
+
+
+def parse_arguments(description, epochs, **extra_arguments):
+    """`--quick`, `--epochs`, `--output-dir`, `--seed`, plus `extra_arguments`.
+
+    Each extra argument maps a flag name to `add_argument` keyword arguments.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny run that checks the script works (used by the tests)",
+    )
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help="where checkpoints and the backup for resuming go",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    for flag, options in extra_arguments.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", **options)
+    args = parser.parse_args()
+    if args.epochs is None:
+        args.epochs = 1 if args.quick else epochs
+    if args.output_dir is None:
+        script = os.path.splitext(os.path.basename(parser.prog))[0]
+        args.output_dir = os.path.join("examples", "runs", script)
+    keras.utils.set_random_seed(args.seed)
+    print(f"Keras backend: {keras.backend.backend()}")
+    return args
+
+
+def training_callbacks(output_dir, monitor="val_loss"):
+    """Keeps the best model, and resumes an interrupted `fit` where it was.
+
+    Re-running the same command after an interruption picks up from the last
+    finished epoch (`BackupAndRestore`); the best model so far is in
+    `OUTPUT_DIR/best.keras`.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    return [
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(output_dir, "best.keras"),
+            monitor=monitor,
+            save_best_only=True,
+        ),
+        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+    ]
+
+
+def word_piece_tokenizer(
+    texts, vocabulary_size, sequence_length, reserved_tokens=("[PAD]", "[UNK]")
+):
+    """A keras-hub WordPiece tokenizer with a vocabulary learned from `texts`.
+
+    Returns dense, zero-padded id arrays of `sequence_length`; id 0 is
+    `[PAD]`, which the models mask.
+    """
+    # keras-hub learns vocabularies from files (a list of strings is read as
+    # a list of file names).
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as file:
+        file.write("\n".join(texts))
+    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+        [file.name],
+        vocabulary_size=vocabulary_size,
+        lowercase=True,
+        reserved_tokens=list(reserved_tokens),
+    )
+    os.remove(file.name)
+    return keras_hub.tokenizers.WordPieceTokenizer(
+        vocabulary=vocabulary,
+        sequence_length=sequence_length,
+        lowercase=True,
+        oov_token="[UNK]",
+    )
