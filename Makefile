@@ -10,10 +10,12 @@ PYTEST_ARGS ?=
 
 # Quiet TensorFlow's start-up chatter about missing GPUs.
 export TF_CPP_MIN_LOG_LEVEL := 2
+# MkDocs prints a banner about its successor on every build.
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean docs serve docs-shot
 
-$(INSTALLED): requirements/dev.txt pyproject.toml
+$(INSTALLED): requirements/dev.txt requirements/docs.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
@@ -23,11 +25,11 @@ $(INSTALLED): requirements/dev.txt pyproject.toml
 install: $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/python examples/reverse_demo.py
+	$(BIN)/python examples/translate.py
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check keras_tfm tests examples
-	$(BIN)/ruff format --check keras_tfm tests examples
+	$(BIN)/ruff check keras_tfm tests examples docs/_scripts
+	$(BIN)/ruff format --check keras_tfm tests examples docs/_scripts
 
 # The whole suite once per backend, each in its own process; fails if any
 # backend fails, after running all three.
@@ -40,5 +42,30 @@ test: lint
 	done; \
 	exit $$status
 
+# The documentation site, built strictly (a broken link or a missing API
+# entry fails). Figures are redrawn with the library on every build.
+docs: $(INSTALLED)
+	rm -rf docs/images/generated
+	$(BIN)/mkdocs build --strict
+
+serve: $(INSTALLED)
+	$(BIN)/mkdocs serve
+
+# Screenshots of the built site in headless Chromium, for a person to look at.
+CHROMIUM_FLAGS := --headless --no-sandbox --disable-gpu --disable-quic \
+	--no-first-run --disable-background-networking --disable-component-update \
+	--disable-sync --hide-scrollbars --window-size=1280,1800
+docs-shot: docs
+	command -v chromium >/dev/null || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium)
+	mkdir -p site-shots
+	for page in index concepts/masking/index; do \
+		chromium $(CHROMIUM_FLAGS) --user-data-dir=$$(mktemp -d) \
+			--screenshot=site-shots/$$(echo $$page | tr / _).png \
+			file://$(CURDIR)/site/$$page.html; \
+	done
+	ls site-shots
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info site site-shots \
+		docs/images/generated

@@ -263,8 +263,32 @@ class DecoderBlock(_TransformerBlock):
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
     """
 
-    def __init__(self, num_heads, ff_dim, cross_attention=True, **kwargs):
-        super().__init__(num_heads, ff_dim, **kwargs)
+    def __init__(
+        self,
+        num_heads,
+        ff_dim,
+        dropout=0.1,
+        activation="relu",
+        norm_first=False,
+        norm="layer",
+        layer_norm_epsilon=1e-5,
+        rotary=False,
+        num_kv_heads=None,
+        cross_attention=True,
+        **kwargs,
+    ):
+        super().__init__(
+            num_heads,
+            ff_dim,
+            dropout=dropout,
+            activation=activation,
+            norm_first=norm_first,
+            norm=norm,
+            layer_norm_epsilon=layer_norm_epsilon,
+            rotary=rotary,
+            num_kv_heads=num_kv_heads,
+            **kwargs,
+        )
         self.cross_attention = cross_attention
 
     def build(self, x_shape, context_shape=None):

@@ -13,6 +13,9 @@ class FirstTokenPooling(keras.layers.Layer):
     final hidden state. For mean pooling over real tokens use
     `keras.layers.GlobalAveragePooling1D`, which honours the Keras mask.
 
+    Args:
+        **kwargs: Standard layer arguments (`name`, `dtype`, ...).
+
     Call arguments:
         x: `(batch, seq, width)`.
 

@@ -1,0 +1,190 @@
+"""Draws every figure of the docs with keras_tfm itself.
+
+Run by the MkDocs hook in this folder before each build (and runnable on its
+own: `python docs/_scripts/figures.py`). Figures go to docs/images/generated/,
+which git ignores: the pictures always show what the current code does.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from keras_tfm import EncoderBlock, MultiHeadSelfAttention, models
+from keras_tfm.layers.masks import causal_mask, merge_masks
+from keras_tfm.layers.positional import RotaryEmbedding, sinusoidal_signal
+from keras_tfm.visualize import plot_attention, plot_positional_encoding
+
+OUTPUT = os.path.join(
+    os.path.dirname(__file__), os.pardir, "images", "generated"
+)
+SENTENCE = ["the", "cat", "sat", "on", "the", "mat"]
+
+
+def save(figure, name):
+    figure.savefig(
+        os.path.join(os.environ.get("FIGURES_DIR", OUTPUT), name), dpi=110
+    )
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def sentence_embeddings(width):
+    rng = np.random.default_rng(0)
+    table = {word: rng.normal(size=width) for word in set(SENTENCE)}
+    return np.array([[table[word] for word in SENTENCE]], "float32")
+
+
+def scaled_dot_product_attention():
+    layer = MultiHeadSelfAttention(num_heads=1)
+    _, scores = layer(sentence_embeddings(8), return_attention_scores=True)
+    save(
+        plot_attention(scores, SENTENCE, SENTENCE, title="softmax(QKᵀ/√d)"),
+        "attention_weights.png",
+    )
+
+
+def multi_head_attention():
+    layer = MultiHeadSelfAttention(num_heads=4)
+    _, scores = layer(sentence_embeddings(32), return_attention_scores=True)
+    save(plot_attention(scores, SENTENCE, SENTENCE), "multi_head_weights.png")
+
+
+def positional_encodings():
+    save(plot_positional_encoding(length=64, dim=64), "sinusoidal.png")
+    import matplotlib.pyplot as plt
+
+    signal = np.asarray(keras.ops.convert_to_numpy(sinusoidal_signal(64, 64)))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    image = left.imshow(signal @ signal.T, cmap="viridis")
+    left.set_title("Sinusoidal: PE(i) · PE(j)")
+    left.set_xlabel("position j")
+    left.set_ylabel("position i")
+    figure.colorbar(image, ax=left)
+
+    rng = np.random.default_rng(0)
+    query = np.broadcast_to(rng.normal(size=(1, 1, 1, 32)), (1, 64, 1, 32))
+    key = np.broadcast_to(rng.normal(size=(1, 1, 1, 32)), (1, 64, 1, 32))
+    rotary = RotaryEmbedding()
+    q = keras.ops.convert_to_numpy(rotary(query.astype("float32")))[0, :, 0]
+    k = keras.ops.convert_to_numpy(rotary(key.astype("float32")))[0, :, 0]
+    for query_position in (10, 30, 50):
+        right.plot(np.arange(64) - query_position, q[query_position] @ k.T,
+                   label=f"query at {query_position}")  # fmt: skip
+    right.set_title("Rotary: score depends on distance only")
+    right.set_xlabel("key position - query position")
+    right.set_ylabel("q · k after rotation")
+    right.legend()
+    figure.tight_layout()
+    save(figure, "position_similarity.png")
+
+
+def masks():
+    import matplotlib.pyplot as plt
+
+    length = 6
+    padding = np.array([[1, 1, 1, 1, 0, 0]], bool)
+    panels = {
+        "padding mask": merge_masks(padding_mask=padding),
+        "causal mask": merge_masks(causal=causal_mask(length, length)),
+        "padding + causal": merge_masks(
+            padding_mask=padding, causal=causal_mask(length, length)
+        ),
+    }
+    tokens = ["<s>", "the", "cat", "sat", "pad", "pad"]
+    figure, axes = plt.subplots(1, 3, figsize=(12, 4))
+    for axis, (title, mask) in zip(axes, panels.items(), strict=True):
+        mask = np.broadcast_to(keras.ops.convert_to_numpy(mask)[0, 0], (6, 6))
+        axis.imshow(mask, cmap="Greens", vmin=0, vmax=1)
+        axis.set_title(title)
+        axis.set_xticks(range(6), tokens, rotation=45)
+        axis.set_yticks(range(6), tokens)
+        axis.set_xlabel("key")
+    axes[0].set_ylabel("query")
+    figure.suptitle("Green: a query (row) may attend to a key (column)")
+    figure.tight_layout()
+    save(figure, "masks.png")
+
+
+def residual_norms():
+    """How the residual stream grows with depth, post-norm vs pre-norm."""
+    import matplotlib.pyplot as plt
+
+    x = np.random.default_rng(0).normal(size=(4, 16, 64)).astype("float32")
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for norm_first in (False, True):
+        hidden, norms = x, [np.linalg.norm(x, axis=-1).mean()]
+        for _ in range(12):
+            block = EncoderBlock(4, 128, dropout=0.0, norm_first=norm_first)
+            hidden = keras.ops.convert_to_numpy(block(hidden))
+            norms.append(np.linalg.norm(hidden, axis=-1).mean())
+        label = "pre-norm (norm_first=True)" if norm_first else "post-norm"
+        axis.plot(norms, marker="o", label=label)
+    axis.set_xlabel("blocks")
+    axis.set_ylabel("mean ‖x‖ of the residual stream")
+    axis.legend()
+    figure.tight_layout()
+    save(figure, "residual_norms.png")
+
+
+def encoder_decoder_diagram():
+    """The layers of a 2+2 seq2seq model, drawn from the model itself."""
+    import matplotlib.pyplot as plt
+
+    model = models.seq2seq_transformer(
+        100, 16, num_layers=2, embed_dim=32, num_heads=2, ff_dim=64
+    )
+
+    def stack(side):
+        names = [layer.name for layer in model.layers]
+        names = [name for name in names if name.startswith(side)]
+        inputs = [name for name in names if name.endswith("tokens")]
+        rest = [name for name in names if not name.endswith("tokens")]
+        return inputs + ["embedding (shared)"] + rest
+
+    encoder, decoder = stack("encoder"), stack("decoder")
+    figure, axis = plt.subplots(figsize=(9, 6))
+    axis.axis("off")
+    heights = {}
+    columns = ((0.25, encoder), (0.75, decoder + ["logits (tied embedding)"]))
+    box = {"boxstyle": "round", "facecolor": "#e8f0fe"}
+    for column, names in columns:
+        ys = [0.08 + row * 0.8 / (len(names) - 1) for row in range(len(names))]
+        for name, y in zip(names, ys, strict=True):
+            axis.text(column, y, name, ha="center", va="center", bbox=box)
+            heights[(column, name)] = y
+        for lower, upper in zip(ys, ys[1:], strict=False):
+            axis.annotate(
+                "",
+                (column, upper - 0.03),
+                (column, lower + 0.03),
+                arrowprops={"arrowstyle": "->"},
+            )
+    encoder_top = heights[(0.25, encoder[-1])]
+    for name in decoder:
+        if "block" in name:
+            axis.annotate(
+                "",
+                (0.62, heights[(0.75, name)]),
+                (0.38, encoder_top),
+                arrowprops={"arrowstyle": "->", "color": "gray"},
+            )
+    axis.set_title("seq2seq_transformer(num_layers=2): every decoder block "
+                   "attends to the encoder output")  # fmt: skip
+    save(figure, "encoder_decoder.png")
+
+
+def main():
+    os.makedirs(os.environ.get("FIGURES_DIR", OUTPUT), exist_ok=True)
+    keras.utils.set_random_seed(0)
+    scaled_dot_product_attention()
+    multi_head_attention()
+    positional_encodings()
+    masks()
+    residual_norms()
+    encoder_decoder_diagram()
+
+
+if __name__ == "__main__":
+    main()
