@@ -43,8 +43,8 @@ def training_windows(ids, count, rng):
     return windows[:, :-1], windows[:, 1:]
 
 
-def generate(model, tokenizer, prompts, seed):
-    """Fills a fixed-length buffer after each prompt, one byte per step.
+def generate(model, tokenizer, prompts, seed, length=SEQUENCE_LENGTH):
+    """Fills a `length`-byte buffer after each prompt, one byte per step.
 
     Each step runs the model over the whole buffer (one compiled shape);
     only the logits at the last filled position are used, and causality
@@ -52,7 +52,7 @@ def generate(model, tokenizer, prompts, seed):
     """
     encoded = [np.asarray(tokenizer(p), "int32") for p in prompts]
     shortest = min(len(ids) for ids in encoded)
-    buffer = np.zeros((len(prompts), SEQUENCE_LENGTH), "int32")
+    buffer = np.zeros((len(prompts), length), "int32")
     for row, ids in enumerate(encoded):
         buffer[row, : len(ids)] = ids
     prompt_mask = buffer != 0
@@ -114,9 +114,10 @@ def main():
     )
     bits = history.history["val_loss"][-1] / np.log(2)
     print(f"\nHeld-out loss: {bits:.2f} bits per byte (uniform: 8.00)")
-    for prompt, sample in zip(
-        PROMPTS, generate(model, tokenizer, PROMPTS, args.seed), strict=True
-    ):
+    samples = generate(
+        model, tokenizer, PROMPTS, args.seed, length=32 if args.quick else 128
+    )
+    for prompt, sample in zip(PROMPTS, samples, strict=True):
         print(f"\n--- prompt {prompt!r}\n{sample.rstrip(chr(0))}")
 
 

@@ -172,7 +172,7 @@ def main():
         pairs = read_pairs(args.pairs)
         np.random.default_rng(args.seed).shuffle(pairs)
     else:
-        pairs = date_pairs(2000 if args.quick else 24000, args.seed)
+        pairs = date_pairs(600 if args.quick else 24000, args.seed)
     held_out = max(len(pairs) // 10, 1)
     train_pairs, test_pairs = pairs[:-held_out], pairs[-held_out:]
     # One vocabulary for both languages, so the embeddings can be tied.

@@ -50,12 +50,15 @@ class SinusoidalEncoding(keras.layers.Layer):
     Example:
 
     ```python
+    import keras
     import numpy as np
     from keras_tfm import SinusoidalEncoding
 
-    embeddings = np.zeros((2, 10, 16), "float32")
+    embeddings = keras.Input((None, 16))
     signal = SinusoidalEncoding()(embeddings)
-    outputs = embeddings + signal  # (2, 10, 16)
+    outputs = keras.layers.Add()([embeddings, signal])
+    model = keras.Model(embeddings, outputs)
+    model(np.zeros((2, 10, 16), "float32"))  # (2, 10, 16)
     ```
 
     References:
