@@ -67,7 +67,7 @@ def make_windows(series, input_length, horizon, stride=1):
 def main():
     args = parse_arguments(
         __doc__.splitlines()[0],
-        epochs=30,
+        epochs=20,
         csv={"default": None, "help": "CSV file, one column per variable"},
     )
     series = (
@@ -78,7 +78,7 @@ def main():
     split = int(len(series) * 0.8)
     train, test = series[:split], series[split - INPUT_LENGTH :]
     mean, std = train.mean(axis=0), train.std(axis=0) + 1e-8
-    stride = 24 if args.quick else 2
+    stride = 24 if args.quick else 4
     train_x, train_y = make_windows(
         (train - mean) / std, INPUT_LENGTH, HORIZON, stride
     )
@@ -96,7 +96,7 @@ def main():
         num_features=series.shape[1],
         num_layers=1 if args.quick else 2,
         embed_dim=32,
-        num_heads=4,
+        num_heads=2,
         ff_dim=64,
         dropout=0.1,
     )

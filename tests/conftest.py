@@ -14,3 +14,17 @@ def _fresh_keras_state():
 
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+@pytest.fixture(params=["fused", "explicit"])
+def attention_path(request, monkeypatch):
+    """Runs a test through `ops.dot_product_attention` and through the
+    explicit formula, whichever this machine would pick by default."""
+    from keras_tfm.layers import attention
+
+    monkeypatch.setattr(
+        attention,
+        "explicit_attention_is_faster",
+        lambda: request.param == "explicit",
+    )
+    return request.param

@@ -31,7 +31,7 @@ def padding_as_pairs(padding_mask, query_length):
     ],
 )
 def test_self_attention_matches_formula(
-    num_heads, num_kv_heads, causal, use_padding
+    num_heads, num_kv_heads, causal, use_padding, attention_path
 ):
     x = random_inputs(BATCH, LENGTH, WIDTH)
     layer = MultiHeadSelfAttention(
@@ -49,7 +49,7 @@ def test_self_attention_matches_formula(
     np.testing.assert_allclose(outputs, expected, atol=1e-5)
 
 
-def test_attention_mask_combines_with_padding():
+def test_attention_mask_combines_with_padding(attention_path):
     x = random_inputs(BATCH, LENGTH, WIDTH)
     rng = np.random.default_rng(1)
     attention_mask = rng.random((BATCH, LENGTH, LENGTH)) < 0.7
@@ -63,7 +63,12 @@ def test_attention_mask_combines_with_padding():
     np.testing.assert_allclose(outputs, expected, atol=1e-5)
 
 
-def test_scores_path_equals_fused_path_and_formula():
+def test_scores_path_equals_fused_path_and_formula(monkeypatch):
+    from keras_tfm.layers import attention
+
+    monkeypatch.setattr(
+        attention, "explicit_attention_is_faster", lambda: False
+    )
     x = random_inputs(BATCH, LENGTH, WIDTH)
     layer = MultiHeadSelfAttention(3, causal=True)
     fused = to_numpy(layer(x, padding_mask=PADDING))
@@ -82,7 +87,7 @@ def test_scores_path_equals_fused_path_and_formula():
     )
 
 
-def test_keras_mask_is_a_padding_mask():
+def test_keras_mask_is_a_padding_mask(attention_path):
     tokens = np.array([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
     embedding = keras.layers.Embedding(10, WIDTH, mask_zero=True)
     layer = MultiHeadSelfAttention(2)
@@ -93,7 +98,7 @@ def test_keras_mask_is_a_padding_mask():
     np.testing.assert_allclose(from_keras_mask, explicit, atol=1e-6)
 
 
-def test_cross_attention_matches_formula():
+def test_cross_attention_matches_formula(attention_path):
     x = random_inputs(BATCH, 4, WIDTH)
     context = random_inputs(BATCH, LENGTH, 8, seed=1)
     layer = MultiHeadCrossAttention(3)
@@ -112,7 +117,7 @@ def test_cross_attention_matches_formula():
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])
-def test_compiled_and_eager_predictions_agree(jit_compile):
+def test_compiled_and_eager_predictions_agree(jit_compile, attention_path):
     if jit_compile and keras.backend.backend() == "torch":
         pytest.skip("torch.compile is exercised once in test_training.py")
     inputs = keras.Input((LENGTH, WIDTH))

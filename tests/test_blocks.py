@@ -22,7 +22,7 @@ def random_inputs(*shape, seed=0):
         {"num_kv_heads": 1, "norm": "rms"},
     ],
 )
-def test_decoder_ignores_the_future(options):
+def test_decoder_ignores_the_future(options, attention_path):
     block = DecoderBlock(2, 16, cross_attention=False, dropout=0, **options)
     x = random_inputs(2, 7, WIDTH)
     changed = x.copy()
@@ -52,7 +52,9 @@ def test_encoder_decoder_block_ignores_the_future_but_sees_all_context():
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_encoder_padding_does_not_change_real_tokens(norm_first):
+def test_encoder_padding_does_not_change_real_tokens(
+    norm_first, attention_path
+):
     block = EncoderBlock(2, 16, dropout=0, norm_first=norm_first)
     x = random_inputs(2, 5, WIDTH)
     padded = np.concatenate([x, random_inputs(2, 3, WIDTH, seed=3)], axis=1)

@@ -22,7 +22,7 @@ def tokens():
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_blocks_are_finite_with_fully_masked_rows(policy):
+def test_blocks_are_finite_with_fully_masked_rows(policy, attention_path):
     keras.config.set_dtype_policy(policy)
     embed = PositionalEmbedding(10, 8, 16, mask_zero=True)
     x = embed(tokens())

@@ -1,5 +1,6 @@
 """Multi-head attention: self-attention and cross-attention."""
 
+import functools
 import math
 
 import keras
@@ -52,6 +53,21 @@ def attention_with_scores(query, key, value, mask=None):
         logits = ops.where(mask, logits, _MASKED_LOGIT)
     scores = ops.cast(ops.softmax(logits, axis=-1), query.dtype)
     return ops.einsum("bnts,bsnh->btnh", scores, value), scores
+
+
+@functools.cache
+def explicit_attention_is_faster():
+    """Whether to skip `ops.dot_product_attention` on this backend and device.
+
+    TensorFlow and JAX have no fused attention kernel for CPUs, and there the
+    einsum + softmax of `attention_with_scores` trained 1.15x to 2.3x faster
+    than `ops.dot_product_attention` at every shape measured by
+    `python -m benchmarks.attention`. PyTorch's CPU kernel won at long
+    sequences, and accelerators have flash attention, so both keep the fused
+    path.
+    """
+    on_cpu = "cpu" in str(ops.zeros(()).device).lower()
+    return on_cpu and keras.backend.backend() in ("tensorflow", "jax")
 
 
 def _repeat_single_kv_head_on_tensorflow(query, key, value):
@@ -153,10 +169,16 @@ class _MultiHeadAttention(keras.layers.Layer):
         value,
         mask,
         is_causal,
+        explicit,
         return_attention_scores,
         training,
     ):
-        if return_attention_scores:
+        """Attention, output projection and dropout.
+
+        `explicit` selects `attention_with_scores` over the fused kernel;
+        `is_causal` (fused path only) asks the kernel for causality.
+        """
+        if explicit:
             outputs, scores = attention_with_scores(query, key, value, mask)
         else:
             key, value = _repeat_single_kv_head_on_tensorflow(query, key, value)
@@ -189,7 +211,9 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
     `keras.ops.dot_product_attention`, so the backend's fused kernel (flash
     attention, cuDNN, PyTorch SDPA) is used where it exists; a causal layer
     with no other mask reaches the kernel's `is_causal` path without building
-    a mask tensor.
+    a mask tensor. On CPUs under TensorFlow and JAX, which have no fused
+    kernel, the plain einsum + softmax formula is used instead because it
+    measured faster (`python -m benchmarks.attention`).
 
     Masks: a Keras mask on `x` (from `mask_zero=True` embeddings) or an
     explicit `padding_mask` hides padding keys; `attention_mask` hides any
@@ -294,13 +318,15 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         if self.rotary:
             query = self.rotary_embedding(query)
             key = self.rotary_embedding(key)
+        explicit = return_attention_scores or explicit_attention_is_faster()
         # The fused kernels take causality as a flag; a mask tensor is built
-        # only when another mask must be combined with it, or for scores.
+        # only when another mask must be combined with it, or for the
+        # explicit path.
         is_causal = (
             self.causal
             and padding_mask is None
             and attention_mask is None
-            and not return_attention_scores
+            and not explicit
         )
         causal = None
         if self.causal and not is_causal:
@@ -313,6 +339,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             value,
             mask,
             is_causal,
+            explicit,
             return_attention_scores,
             training,
         )
@@ -413,6 +440,7 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
             self.value_dense(context),
             mask,
             False,
+            return_attention_scores or explicit_attention_is_faster(),
             return_attention_scores,
             training,
         )
