@@ -131,3 +131,23 @@ def test_compiled_and_eager_predictions_agree(jit_compile, attention_path):
     compiled = model.predict([x, PADDING], verbose=0)
     eager = to_numpy(model([x, PADDING]))
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
+
+
+def test_path_choice_works_when_first_made_inside_a_compiled_step():
+    # The choice is cached per process, so only a fresh process shows what
+    # happens when it is first made while `fit` traces the model.
+    import subprocess
+    import sys
+
+    script = (
+        "import keras, numpy as np\n"
+        "from keras_tfm import models\n"
+        "m = models.text_classifier(50, 8, 2, num_layers=1, embed_dim=8,\n"
+        "    num_heads=2, ff_dim=8)\n"
+        "m.compile(optimizer='sgd', loss='mse')\n"
+        "m.fit(np.ones((4, 8), 'int32'), np.zeros((4, 2)), verbose=0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

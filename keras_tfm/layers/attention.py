@@ -66,8 +66,11 @@ def explicit_attention_is_faster():
     sequences, and accelerators have flash attention, so both keep the fused
     path.
     """
-    on_cpu = "cpu" in str(ops.zeros(()).device).lower()
-    return on_cpu and keras.backend.backend() in ("tensorflow", "jax")
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        return False
+    # Asks Keras, not a tensor: this may first run inside a compiled trace.
+    devices = keras.distribution.list_devices()
+    return all(device.lower().startswith("cpu") for device in devices)
 
 
 def _repeat_single_kv_head_on_tensorflow(query, key, value):
