@@ -54,31 +54,26 @@ def jit_modes():
     return [pytest.param(True, marks=marks), False]
 
 
+TASKS = {
+    "encoder_classifier": (classifier, classification_data),
+    "encoder_decoder": (seq2seq, reverse_task),
+}
+
+
 @pytest.mark.parametrize("jit_compile", jit_modes())
-def test_encoder_classifier_loss_falls(jit_compile):
-    model = classifier()
+@pytest.mark.parametrize("task", TASKS)
+def test_loss_falls(task, jit_compile):
+    torch_compile = jit_compile and keras.backend.backend() == "torch"
+    if torch_compile and task == "encoder_decoder":
+        pytest.skip("torch.compile is covered by the classifier")
+    build, make_data = TASKS[task]
+    model = build()
     model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile,
     )
-    tokens, labels = classification_data()
-    history = model.fit(tokens, labels, epochs=8, batch_size=32, verbose=0)
-    losses = history.history["loss"]
-    assert losses[-1] < 0.8 * losses[0], losses
-
-
-@pytest.mark.parametrize("jit_compile", [True, False])
-def test_encoder_decoder_loss_falls(jit_compile):
-    if jit_compile and keras.backend.backend() == "torch":
-        pytest.skip("torch.compile is covered by the classifier test")
-    model = seq2seq()
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    inputs, targets = reverse_task()
+    inputs, targets = make_data()
     history = model.fit(inputs, targets, epochs=8, batch_size=32, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.8 * losses[0], losses
