@@ -6,7 +6,7 @@ importlib, logging, multiprocessing, tkinter, xml), labelled with their
 package. `models.text_classifier` is compared with a bag-of-words logistic
 regression trained on the same split in the same script.
 
-    python examples/classify_text.py               # about 2 minutes
+    python examples/classify_text.py               # about 3 minutes
     python examples/classify_text.py --texts my.tsv
 
 `--texts` takes one example per line: the label, a tab, then the text.

@@ -6,7 +6,7 @@ and predicts the next day (24 hours) as a correction to the seasonal naive
 forecast (tomorrow = the same hours one week earlier); its error is compared
 with that baseline and with the daily naive forecast (tomorrow = today).
 
-    python examples/forecast.py                  # about 2 minutes
+    python examples/forecast.py                  # about 3 minutes
     python examples/forecast.py --csv my.csv     # your own series
 
 `--csv` takes a file with a header row and one numeric column per variable,

@@ -5,7 +5,7 @@ Real text that ships with every Python install: the standard library's
 predict the next byte, then writes Python-looking text from a few prompts
 with keras-hub's top-k sampler.
 
-    python examples/generate_text.py               # about 5 minutes
+    python examples/generate_text.py               # about 10 minutes
     python examples/generate_text.py --text my.txt # your own UTF-8 text
 """
 

@@ -118,8 +118,6 @@ def test_cross_attention_matches_formula(attention_path):
 
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_compiled_and_eager_predictions_agree(jit_compile, attention_path):
-    if jit_compile and keras.backend.backend() == "torch":
-        pytest.skip("torch.compile is exercised once in test_training.py")
     inputs = keras.Input((LENGTH, WIDTH))
     padding = keras.Input((LENGTH,), dtype="bool")
     outputs = MultiHeadSelfAttention(3, causal=True)(

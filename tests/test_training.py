@@ -46,26 +46,19 @@ def reverse_task(count=128):
     return (source, decoder_input), reversed_source
 
 
-def jit_modes():
-    # torch.compile spends about 90 s compiling even this model on a CPU, so
-    # the torch run with jit_compile=True is marked slow (it still runs in
-    # `make test`).
-    marks = [pytest.mark.slow] if keras.backend.backend() == "torch" else []
-    return [pytest.param(True, marks=marks), False]
-
-
 TASKS = {
     "encoder_classifier": (classifier, classification_data),
     "encoder_decoder": (seq2seq, reverse_task),
 }
 
 
-@pytest.mark.parametrize("jit_compile", jit_modes())
+@pytest.mark.parametrize("jit_compile", [True, False])
 @pytest.mark.parametrize("task", TASKS)
 def test_loss_falls(task, jit_compile):
-    torch_compile = jit_compile and keras.backend.backend() == "torch"
-    if torch_compile and task == "encoder_decoder":
-        pytest.skip("torch.compile is covered by the classifier")
+    if jit_compile and keras.backend.backend() == "torch":
+        # torch.compile spent about 90 s compiling this training step on a
+        # 2-core CPU; test_attention.py compiles a prediction with it.
+        pytest.skip("torch.compile training is too slow for the CI budget")
     build, make_data = TASKS[task]
     model = build()
     model.compile(
