@@ -18,7 +18,12 @@ import sysconfig
 
 import keras
 import numpy as np
-from common import parse_arguments, training_callbacks, word_piece_tokenizer
+from common import (
+    parse_arguments,
+    save_figure,
+    training_callbacks,
+    word_piece_tokenizer,
+)
 
 from keras_tfm import models
 
@@ -82,6 +87,24 @@ def bag_of_words_baseline(train_ids, train_y, test_ids, test_y, vocab_size):
     return model.evaluate(multi_hot(test_ids), test_y, verbose=0)[1]
 
 
+def plot_confusion(labels, true, predicted):
+    import matplotlib.pyplot as plt
+
+    counts = np.zeros((len(labels), len(labels)), int)
+    np.add.at(counts, (true, predicted), 1)
+    figure, axis = plt.subplots(figsize=(6, 5))
+    axis.imshow(counts, cmap="Blues")
+    for (row, column), count in np.ndenumerate(counts):
+        axis.text(column, row, count, ha="center", va="center", fontsize=8)
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted package")
+    axis.set_ylabel("true package")
+    axis.set_title("text_classifier on the test docstrings")
+    figure.tight_layout()
+    return figure
+
+
 def main():
     args = parse_arguments(
         __doc__.splitlines()[0],
@@ -139,6 +162,9 @@ def main():
         verbose=2,
     )
     accuracy = model.evaluate(test_ids, test_y, verbose=0)[1]
+    predicted = model.predict(test_ids, verbose=0).argmax(-1)
+    figure = plot_confusion(labels, test_y, predicted)
+    save_figure(figure, args.output_dir, "confusion")
     baseline = bag_of_words_baseline(
         train_ids, train_y, test_ids, test_y, vocab_size
     )

@@ -82,3 +82,10 @@ def word_piece_tokenizer(
         lowercase=True,
         oov_token="[UNK]",
     )
+
+
+def save_figure(figure, output_dir, name):
+    """Writes `figure` to OUTPUT_DIR/NAME.png and says where."""
+    path = os.path.join(output_dir, f"{name}.png")
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    print(f"Figure: {path}")

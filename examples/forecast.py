@@ -15,7 +15,7 @@ one row per time step.
 
 import keras
 import numpy as np
-from common import parse_arguments, training_callbacks
+from common import parse_arguments, save_figure, training_callbacks
 
 from keras_tfm import models
 
@@ -74,6 +74,22 @@ def to_model_space(past, future, scale):
     seasonal naive forecast. Both scaled by the training series' spread."""
     level = past.mean(axis=1, keepdims=True)
     return (past - level) / scale, (future - seasonal_naive(past)) / scale
+
+
+def plot_forecast(past, future, forecast, naive):
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 3.5))
+    history = np.arange(-72, 0)
+    ahead = np.arange(HORIZON)
+    axis.plot(history, past[-72:, 0], color="gray", label="past 3 days")
+    axis.plot(ahead, future[:, 0], color="black", label="actual")
+    axis.plot(ahead, naive[:, 0], "--", label="seasonal naive")
+    axis.plot(ahead, forecast[:, 0], label="keras_tfm forecaster")
+    axis.set_xlabel("hours from the forecast start")
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    return figure
 
 
 def main():
@@ -142,6 +158,13 @@ def main():
             test_past[:, -HORIZON:] - test_future
         ).mean(),
     }
+    figure = plot_forecast(
+        test_past[-1],
+        test_future[-1],
+        forecast[-1],
+        seasonal_naive(test_past)[-1],
+    )
+    save_figure(figure, args.output_dir, "forecast")
     print("\nMean absolute error of the next-24-hour forecast (test weeks):")
     for name, error in errors.items():
         print(f"  {name:40s} {error:.3f}")

@@ -16,7 +16,7 @@ import sysconfig
 import keras
 import keras_hub
 import numpy as np
-from common import parse_arguments, training_callbacks
+from common import parse_arguments, save_figure, training_callbacks
 
 from keras_tfm import models
 
@@ -71,6 +71,20 @@ def generate(model, tokenizer, prompts, seed, length=SEQUENCE_LENGTH):
     ]
 
 
+def plot_bits_per_byte(history):
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for key, label in (("loss", "training"), ("val_loss", "held out")):
+        axis.plot(epochs, np.array(history[key]) / np.log(2), "o-", label=label)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("bits per byte")
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
 def main():
     args = parse_arguments(
         __doc__.splitlines()[0],
@@ -113,6 +127,8 @@ def main():
         verbose=2,
     )
     bits = history.history["val_loss"][-1] / np.log(2)
+    figure = plot_bits_per_byte(history.history)
+    save_figure(figure, args.output_dir, "bits_per_byte")
     print(f"\nHeld-out loss: {bits:.2f} bits per byte (uniform: 8.00)")
     samples = generate(
         model, tokenizer, PROMPTS, args.seed, length=32 if args.quick else 128

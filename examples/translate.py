@@ -14,9 +14,15 @@ keras.io / Anki `spa.txt` format; further columns are ignored).
 
 import keras
 import numpy as np
-from common import parse_arguments, training_callbacks, word_piece_tokenizer
+from common import (
+    parse_arguments,
+    save_figure,
+    training_callbacks,
+    word_piece_tokenizer,
+)
 
 from keras_tfm import models
+from keras_tfm.visualize import plot_attention
 
 MONTHS = [
     "january", "february", "march", "april", "may", "june", "july",
@@ -162,6 +168,44 @@ def same_text(a, b):
     return "".join(a.split()) == "".join(b.split())
 
 
+def plot_cross_attention(model, tokenizer, inputs, index=0):
+    """What the last decoder block reads from the source, per target piece.
+
+    Recomputes the block's cross-attention on one pair (teacher forcing)
+    from the trained layers, with `return_attention_scores=True`.
+    """
+    blocks = [
+        layer.name for layer in model.layers if "decoder_block" in layer.name
+    ]
+    block = model.get_layer(blocks[-1])
+    inputs = {name: array[index : index + 1] for name, array in inputs.items()}
+    block_inputs = keras.Model(model.inputs, [block.input[0], block.input[1]])(
+        inputs
+    )
+    decoder_hidden, encoder_output = block_inputs
+    source, target = inputs["encoder_tokens"], inputs["decoder_tokens"]
+    hidden = block.self_attention_norm(
+        decoder_hidden
+        + block.self_attention(decoder_hidden, padding_mask=target != 0)
+    )
+    _, scores = block.cross_attention_layer(
+        hidden,
+        encoder_output,
+        context_padding_mask=source != 0,
+        return_attention_scores=True,
+    )
+    source_length, target_length = (source != 0).sum(), (target != 0).sum()
+    scores = keras.ops.convert_to_numpy(scores)[0].mean(axis=0)
+    pieces = [tokenizer.id_to_token(int(i)) for i in source[0, :source_length]]
+    targets = [tokenizer.id_to_token(int(i)) for i in target[0, :target_length]]
+    return plot_attention(
+        scores[:target_length, :source_length],
+        targets,
+        pieces,
+        title="Cross-attention of the last decoder block (mean of heads)",
+    )
+
+
 def main():
     args = parse_arguments(
         __doc__.splitlines()[0],
@@ -232,6 +276,8 @@ def main():
         zip(test_pairs, translations, strict=True)
     )[:5]:
         print(f"  {source!r} -> {translation!r} (expected {target!r})")
+    figure = plot_cross_attention(model, tokenizer, test_inputs)
+    save_figure(figure, args.output_dir, "cross_attention")
 
 
 if __name__ == "__main__":

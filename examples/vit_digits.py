@@ -13,7 +13,7 @@ is cut into 2x2 patches, embedded with a class token by
 
 import keras
 import numpy as np
-from common import parse_arguments, training_callbacks
+from common import parse_arguments, save_figure, training_callbacks
 from sklearn.datasets import load_digits
 
 from keras_tfm import models
@@ -32,6 +32,21 @@ def split(images, labels, seed, test_fraction=0.2):
     test_count = int(len(images) * test_fraction)
     test, train = order[:test_count], order[test_count:]
     return (images[train], labels[train]), (images[test], labels[test])
+
+
+def plot_predictions(images, true, predicted, count=24):
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(3, count // 3, figsize=(count // 3 * 1.2, 4))
+    for axis, image, label, guess in zip(
+        axes.ravel(), images, true, predicted, strict=False
+    ):
+        axis.imshow(image[..., 0], cmap="gray_r")
+        axis.set_title(f"{guess}", color="black" if guess == label else "red")
+        axis.axis("off")
+    figure.suptitle("Test digits with the ViT's predictions (red: wrong)")
+    figure.tight_layout()
+    return figure
 
 
 def main():
@@ -84,6 +99,8 @@ def main():
     )
     predictions = model.predict(test_x, verbose=0).argmax(-1)
     accuracy = (predictions == test_y).mean()
+    figure = plot_predictions(test_x, test_y, predictions)
+    save_figure(figure, args.output_dir, "predictions")
     print(f"\nTest accuracy: {accuracy:.1%} on {len(test_y)} held-out images")
     pairs = zip(test_y[:10], predictions[:10], strict=True)
     print("True -> predicted:", ", ".join(f"{t}->{p}" for t, p in pairs))
