@@ -20,8 +20,9 @@ from keras_tfm.layers.validation import (
     check_rate,
 )
 
-# Added to the logits of masked keys on the explicit (scores) path. It is
-# finite in float16, so a masked logit never turns into NaN.
+# The float32 logit given to masked keys on the explicit path. A finite value
+# rather than -inf: softmax of a row with every key masked stays finite
+# even for callers of `attention_with_scores` that skip `merge_masks`.
 _MASKED_LOGIT = -30000.0
 
 
