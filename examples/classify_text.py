@@ -159,7 +159,6 @@ def main():
         epochs=args.epochs,
         batch_size=32,
         callbacks=training_callbacks(args.output_dir, monitor="val_accuracy"),
-        verbose=2,
     )
     accuracy = model.evaluate(test_ids, test_y, verbose=0)[1]
     predicted = model.predict(test_ids, verbose=0).argmax(-1)

@@ -144,7 +144,6 @@ def main():
         epochs=args.epochs,
         batch_size=64,
         callbacks=training_callbacks(args.output_dir),
-        verbose=2,
     )
 
     correction = model.predict(test_x, verbose=0) * scale

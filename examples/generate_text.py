@@ -124,7 +124,6 @@ def main():
         epochs=args.epochs,
         batch_size=32,
         callbacks=training_callbacks(args.output_dir),
-        verbose=2,
     )
     bits = history.history["val_loss"][-1] / np.log(2)
     figure = plot_bits_per_byte(history.history)

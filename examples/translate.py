@@ -256,7 +256,6 @@ def main():
         epochs=args.epochs,
         batch_size=64,
         callbacks=training_callbacks(args.output_dir),
-        verbose=2,
     )
 
     target_length = int((test_labels > 0).sum(axis=1).max()) + 1

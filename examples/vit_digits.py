@@ -95,7 +95,6 @@ def main():
         epochs=args.epochs,
         batch_size=32,
         callbacks=training_callbacks(args.output_dir, monitor="val_accuracy"),
-        verbose=2,
     )
     predictions = model.predict(test_x, verbose=0).argmax(-1)
     accuracy = (predictions == test_y).mean()
