@@ -169,28 +169,22 @@ def same_text(a, b):
 
 
 def plot_cross_attention(model, tokenizer, inputs, index=0):
-    """What the last decoder block reads from the source, per target piece.
-
-    Recomputes the block's cross-attention on one pair (teacher forcing)
-    from the trained layers, with `return_attention_scores=True`.
-    """
-    blocks = [
+    """What the last decoder block reads from the source, per target piece,
+    on one held-out pair (teacher forcing), averaged over heads."""
+    names = [
         layer.name for layer in model.layers if "decoder_block" in layer.name
     ]
-    block = model.get_layer(blocks[-1])
+    block = model.get_layer(names[-1])
     inputs = {name: array[index : index + 1] for name, array in inputs.items()}
-    block_inputs = keras.Model(model.inputs, [block.input[0], block.input[1]])(
+    # The last block's inputs: the previous block's output and the encoder's.
+    decoder_hidden, encoder_output = keras.Model(model.inputs, block.input)(
         inputs
     )
-    decoder_hidden, encoder_output = block_inputs
     source, target = inputs["encoder_tokens"], inputs["decoder_tokens"]
-    hidden = block.self_attention_norm(
-        decoder_hidden
-        + block.self_attention(decoder_hidden, padding_mask=target != 0)
-    )
-    _, scores = block.cross_attention_layer(
-        hidden,
+    _, _, scores = block(
+        decoder_hidden,
         encoder_output,
+        padding_mask=target != 0,
         context_padding_mask=source != 0,
         return_attention_scores=True,
     )

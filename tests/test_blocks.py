@@ -123,3 +123,35 @@ def test_weight_paths_are_stable():
     assert "decoder/cross_attention/key/kernel" in paths
     assert "decoder/feed_forward/hidden/kernel" in paths
     assert "decoder/cross_attention_norm/gamma" in paths
+
+
+def test_blocks_return_attention_scores():
+    # keras-hub #1644: users could not get attention weights from decoders.
+    x = random_inputs(2, 5, WIDTH)
+    context = random_inputs(2, 6, WIDTH, seed=5)
+    context_padding = np.array([[1, 1, 1, 1, 0, 0], [1] * 6])
+    decoder = DecoderBlock(2, 16, dropout=0)
+    plain = to_numpy(decoder(x, context, context_padding_mask=context_padding))
+    outputs, self_scores, cross_scores = decoder(
+        x,
+        context,
+        context_padding_mask=context_padding,
+        return_attention_scores=True,
+    )
+    np.testing.assert_allclose(to_numpy(outputs), plain, atol=1e-5)
+    self_scores, cross_scores = to_numpy(self_scores), to_numpy(cross_scores)
+    assert self_scores.shape == (2, 2, 5, 5)
+    assert cross_scores.shape == (2, 2, 5, 6)
+    # Causal: no weight on later positions. Padding: none on padded context.
+    assert np.all(self_scores[..., np.triu_indices(5, k=1)[0],
+                              np.triu_indices(5, k=1)[1]] == 0)  # fmt: skip
+    assert np.all(cross_scores[0, :, :, 4:] == 0)
+    np.testing.assert_allclose(cross_scores.sum(-1), 1.0, atol=1e-5)
+
+    encoder = EncoderBlock(2, 16, dropout=0)
+    outputs, scores = encoder(x, return_attention_scores=True)
+    _, direct = encoder.self_attention(x, return_attention_scores=True)
+    np.testing.assert_allclose(to_numpy(scores), to_numpy(direct), atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(outputs), to_numpy(encoder(x)), atol=1e-5
+    )

@@ -91,13 +91,27 @@ class _TransformerBlock(keras.layers.Layer):
         return layer
 
     def _residual(self, x, norm, sublayer):
-        """`x + sublayer(norm(x))` (pre-norm) or `norm(x + sublayer(x))`."""
-        if self.norm_first:
-            return x + sublayer(norm(x))
-        return norm(x + sublayer(x))
+        """`x + sublayer(norm(x))` (pre-norm) or `norm(x + sublayer(x))`.
 
-    def compute_output_shape(self, x_shape, *args, **kwargs):
-        return x_shape
+        Returns `(result, scores)`: an attention sublayer asked for its
+        weights returns `(outputs, scores)` and they are passed back; other
+        sublayers give `scores=None`.
+        """
+        outputs = sublayer(norm(x) if self.norm_first else x)
+        scores = None
+        if isinstance(outputs, tuple):
+            outputs, scores = outputs
+        if self.norm_first:
+            return x + outputs, scores
+        return norm(x + outputs), scores
+
+    def _feed_forward_residual(self, x, training):
+        x, _ = self._residual(
+            x,
+            self.feed_forward_norm,
+            lambda inputs: self.feed_forward(inputs, training=training),
+        )
+        return x
 
     def get_config(self):
         return {
@@ -146,10 +160,14 @@ class EncoderBlock(_TransformerBlock):
         padding_mask: Optional `(batch, seq)` mask, true or 1 for real tokens.
         attention_mask: Optional `(batch, seq, seq)` mask, true or 1 where a
             query may attend to a key.
+        return_attention_scores: Whether to also return the self-attention
+            weights.
         training: Whether dropout is active.
 
     Returns:
-        A tensor with the shape of `x`.
+        A tensor with the shape of `x`; with `return_attention_scores=True`,
+        the tuple `(outputs, scores)` with scores of shape
+        `(batch, num_heads, seq, seq)`.
 
     Example:
 
@@ -176,7 +194,14 @@ class EncoderBlock(_TransformerBlock):
         self._build_self_attention(x_shape, causal=False)
         self._build_feed_forward(x_shape)
 
-    def call(self, x, padding_mask=None, attention_mask=None, training=None):
+    def call(
+        self,
+        x,
+        padding_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+    ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
         if padding_mask is None:
             padding_mask = get_keras_mask(x)
@@ -186,15 +211,13 @@ class EncoderBlock(_TransformerBlock):
                 inputs,
                 padding_mask=padding_mask,
                 attention_mask=attention_mask,
+                return_attention_scores=return_attention_scores,
                 training=training,
             )
 
-        x = self._residual(x, self.self_attention_norm, self_attention)
-        return self._residual(
-            x,
-            self.feed_forward_norm,
-            lambda inputs: self.feed_forward(inputs, training=training),
-        )
+        x, scores = self._residual(x, self.self_attention_norm, self_attention)
+        x = self._feed_forward_residual(x, training)
+        return (x, scores) if return_attention_scores else x
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -241,10 +264,16 @@ class DecoderBlock(_TransformerBlock):
             `context`.
         attention_mask: Optional `(batch, seq, seq)` mask for self-attention,
             combined with the causal mask.
+        return_attention_scores: Whether to also return the attention
+            weights.
         training: Whether dropout is active.
 
     Returns:
-        A tensor with the shape of `x`.
+        A tensor with the shape of `x`. With `return_attention_scores=True`,
+        the tuple `(outputs, self_attention_scores, cross_attention_scores)`,
+        of shapes `(batch, num_heads, seq, seq)` and
+        `(batch, num_heads, seq, context_seq)`; a block without
+        cross-attention returns `(outputs, self_attention_scores)`.
 
     Example:
 
@@ -331,6 +360,7 @@ class DecoderBlock(_TransformerBlock):
         padding_mask=None,
         context_padding_mask=None,
         attention_mask=None,
+        return_attention_scores=False,
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
@@ -343,26 +373,28 @@ class DecoderBlock(_TransformerBlock):
                 inputs,
                 padding_mask=padding_mask,
                 attention_mask=attention_mask,
+                return_attention_scores=return_attention_scores,
                 training=training,
             )
 
-        x = self._residual(x, self.self_attention_norm, self_attention)
+        def cross_attention(inputs):
+            return self.cross_attention_layer(
+                inputs,
+                context,
+                context_padding_mask=context_padding_mask,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            )
+
+        x, scores = self._residual(x, self.self_attention_norm, self_attention)
+        all_scores = [scores]
         if self.cross_attention:
-
-            def cross_attention(inputs):
-                return self.cross_attention_layer(
-                    inputs,
-                    context,
-                    context_padding_mask=context_padding_mask,
-                    training=training,
-                )
-
-            x = self._residual(x, self.cross_attention_norm, cross_attention)
-        return self._residual(
-            x,
-            self.feed_forward_norm,
-            lambda inputs: self.feed_forward(inputs, training=training),
-        )
+            x, scores = self._residual(
+                x, self.cross_attention_norm, cross_attention
+            )
+            all_scores.append(scores)
+        x = self._feed_forward_residual(x, training)
+        return (x, *all_scores) if return_attention_scores else x
 
     def get_config(self):
         return {**super().get_config(), "cross_attention": self.cross_attention}
