@@ -149,3 +149,28 @@ def test_path_choice_works_when_first_made_inside_a_compiled_step():
         [sys.executable, "-c", script], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_causal_block_reaches_the_fused_is_causal_path(monkeypatch):
+    # keras #23277, keras-hub #2046: fused kernels bypassed by an explicit
+    # causal mask or by attention dropout.
+    from keras_tfm import DecoderBlock
+    from keras_tfm.layers import attention
+
+    monkeypatch.setattr(
+        attention, "explicit_attention_is_faster", lambda: False
+    )
+    calls = []
+    original = keras.ops.dot_product_attention
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keras.ops, "dot_product_attention", recording)
+    x = random_inputs(BATCH, LENGTH, WIDTH)
+    block = DecoderBlock(3, 16, dropout=0.5, cross_attention=False)
+    block(x, training=True)
+    assert calls[-1]["mask"] is None and calls[-1]["is_causal"] is True
+    block(x, padding_mask=PADDING, training=True)
+    assert calls[-1]["mask"] is not None and calls[-1]["is_causal"] is False
