@@ -28,8 +28,8 @@ demo: $(INSTALLED)
 	$(BIN)/python examples/translate.py
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check keras_tfm tests examples docs/_scripts
-	$(BIN)/ruff format --check keras_tfm tests examples docs/_scripts
+	$(BIN)/ruff check keras_tfm tests examples docs/_scripts benchmarks
+	$(BIN)/ruff format --check keras_tfm tests examples docs/_scripts benchmarks
 
 # The whole suite once per backend, each in its own process; fails if any
 # backend fails, after running all three.
