@@ -105,6 +105,27 @@ class _TransformerBlock(keras.layers.Layer):
             return x + outputs, scores
         return norm(x + outputs), scores
 
+    def _self_attention_residual(
+        self, x, padding_mask, attention_mask, return_attention_scores, training
+    ):
+        """The self-attention sublayer with its residual; `(result, scores)`.
+
+        Without `padding_mask`, the Keras mask of the block's input is used.
+        """
+        if padding_mask is None:
+            padding_mask = get_keras_mask(x)
+        return self._residual(
+            x,
+            self.self_attention_norm,
+            lambda inputs: self.self_attention(
+                inputs,
+                padding_mask=padding_mask,
+                attention_mask=attention_mask,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            ),
+        )
+
     def _feed_forward_residual(self, x, training):
         x, _ = self._residual(
             x,
@@ -203,19 +224,9 @@ class EncoderBlock(_TransformerBlock):
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
-        if padding_mask is None:
-            padding_mask = get_keras_mask(x)
-
-        def self_attention(inputs):
-            return self.self_attention(
-                inputs,
-                padding_mask=padding_mask,
-                attention_mask=attention_mask,
-                return_attention_scores=return_attention_scores,
-                training=training,
-            )
-
-        x, scores = self._residual(x, self.self_attention_norm, self_attention)
+        x, scores = self._self_attention_residual(
+            x, padding_mask, attention_mask, return_attention_scores, training
+        )
         x = self._feed_forward_residual(x, training)
         return (x, scores) if return_attention_scores else x
 
@@ -365,32 +376,21 @@ class DecoderBlock(_TransformerBlock):
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
         self._check_context(context)
-        if padding_mask is None:
-            padding_mask = get_keras_mask(x)
-
-        def self_attention(inputs):
-            return self.self_attention(
-                inputs,
-                padding_mask=padding_mask,
-                attention_mask=attention_mask,
-                return_attention_scores=return_attention_scores,
-                training=training,
-            )
-
-        def cross_attention(inputs):
-            return self.cross_attention_layer(
-                inputs,
-                context,
-                context_padding_mask=context_padding_mask,
-                return_attention_scores=return_attention_scores,
-                training=training,
-            )
-
-        x, scores = self._residual(x, self.self_attention_norm, self_attention)
+        x, scores = self._self_attention_residual(
+            x, padding_mask, attention_mask, return_attention_scores, training
+        )
         all_scores = [scores]
         if self.cross_attention:
             x, scores = self._residual(
-                x, self.cross_attention_norm, cross_attention
+                x,
+                self.cross_attention_norm,
+                lambda inputs: self.cross_attention_layer(
+                    inputs,
+                    context,
+                    context_padding_mask=context_padding_mask,
+                    return_attention_scores=return_attention_scores,
+                    training=training,
+                ),
             )
             all_scores.append(scores)
         x = self._feed_forward_residual(x, training)
