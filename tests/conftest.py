@@ -16,6 +16,10 @@ def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
+def random_inputs(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
 @pytest.fixture(params=["fused", "explicit"])
 def attention_path(request, monkeypatch):
     """Runs a test through `ops.dot_product_attention` and through the

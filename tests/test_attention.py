@@ -6,14 +6,10 @@ import pytest
 
 from keras_tfm import MultiHeadCrossAttention, MultiHeadSelfAttention
 from tests import reference
-from tests.conftest import to_numpy
+from tests.conftest import random_inputs, to_numpy
 
 BATCH, LENGTH, WIDTH = 2, 6, 12
 PADDING = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
-
-
-def random_inputs(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
 def padding_as_pairs(padding_mask, query_length):

@@ -5,13 +5,9 @@ import numpy as np
 import pytest
 
 from keras_tfm import DecoderBlock, EncoderBlock, PositionalEmbedding
-from tests.conftest import to_numpy
+from tests.conftest import random_inputs, to_numpy
 
 WIDTH = 8
-
-
-def random_inputs(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
 @pytest.mark.parametrize(
