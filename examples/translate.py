@@ -159,7 +159,8 @@ def greedy_translate(model, tokenizer, encoder_tokens, max_length):
 
 
 def detokenize(tokenizer, ids):
-    text = tokenizer.detokenize(np.asarray(ids)[np.asarray(ids) > 0])
+    ids = np.asarray(ids)
+    text = tokenizer.detokenize(ids[ids > 0])
     return str(keras.ops.convert_to_numpy(text)).strip()
 
 
