@@ -4,7 +4,7 @@ The same code runs on TensorFlow, JAX and PyTorch; the backend is chosen by
 `KERAS_BACKEND`, never by this library.
 """
 
-from keras_tfm import models
+from keras_tfm import generation, models
 from keras_tfm.layers import (
     DecoderBlock,
     EncoderBlock,
@@ -19,6 +19,7 @@ from keras_tfm.layers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "generation",
     "models",
     "DecoderBlock",
     "EncoderBlock",

@@ -18,6 +18,7 @@ from keras_tfm.layers.validation import (
     check_positive_int,
     check_rank,
     check_rate,
+    check_shape,
 )
 
 # The float32 logit given to masked keys on the explicit path. A finite value
@@ -247,13 +248,25 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             Overrides the Keras mask of `x`.
         attention_mask: Optional `(batch, seq, seq)` mask, true or 1 where a
             query may attend to a key.
+        cache: Optional key/value cache for incremental decoding, from
+            `initial_cache()`: `(batch, 2, max_length, num_kv_heads,
+            head_dim)`. The keys and values of `x` are written at
+            `cache_index` and `x` attends to the cache. With a cache, masks
+            refer to the cache's `max_length` keys (a `padding_mask` of
+            shape `(batch, max_length)`), and the Keras mask of `x` is not
+            used.
+        cache_index: Position of the first element of `x` in the sequence
+            (an int or a scalar tensor); used with `cache` and rotary
+            embeddings.
         return_attention_scores: Whether to also return the attention weights.
         training: Whether dropout is active.
 
     Returns:
         The output, of shape `(batch, seq, width)`; with
         `return_attention_scores=True`, the tuple `(output, scores)` with
-        scores of shape `(batch, num_heads, seq, seq)`.
+        scores of shape `(batch, num_heads, seq, seq)`. With a `cache`, the
+        updated cache is appended: `(output, cache)` or
+        `(output, scores, cache)`.
 
     Example:
 
@@ -267,6 +280,12 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
     outputs, scores = attention(
         x, padding_mask=padding_mask, return_attention_scores=True
     )  # (2, 6, 16) and (2, 4, 6, 6)
+
+    # Incremental decoding: the first 4 positions, then the 5th alone.
+    cache = attention.initial_cache(batch_size=2, max_length=6)
+    _, cache = attention(x[:, :4], cache=cache, cache_index=0)
+    step, cache = attention(x[:, 4:5], cache=cache, cache_index=4)
+    # `step` equals `attention(x)[:, 4:5]`.
     ```
 
     References:
@@ -309,35 +328,45 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         x,
         padding_mask=None,
         attention_mask=None,
+        cache=None,
+        cache_index=0,
         return_attention_scores=False,
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
-        if padding_mask is None:
-            padding_mask = get_keras_mask(x)
-        check_masks(x.shape, x.shape, padding_mask, attention_mask)
         query = self.query_dense(x)
         key = self.key_dense(x)
         value = self.value_dense(x)
         if self.rotary:
-            query = self.rotary_embedding(query)
-            key = self.rotary_embedding(key)
+            query = self.rotary_embedding(query, start_index=cache_index)
+            key = self.rotary_embedding(key, start_index=cache_index)
+        if cache is None:
+            if padding_mask is None:
+                padding_mask = get_keras_mask(x)
+            key_shape = x.shape
+        else:
+            cache = self._update_cache(cache, cache_index, key, value)
+            key, value = cache[:, 0], cache[:, 1]
+            key_shape = key.shape
+        check_masks(x.shape, key_shape, padding_mask, attention_mask)
         explicit = return_attention_scores or explicit_attention_is_faster()
         # The fused kernels take causality as a flag; a mask tensor is built
         # only when another mask must be combined with it, or for the
-        # explicit path.
+        # explicit path, or for a cache (whose unfilled keys are hidden).
         is_causal = (
             self.causal
+            and cache is None
             and padding_mask is None
             and attention_mask is None
             and not explicit
         )
-        causal = None
-        if self.causal and not is_causal:
-            length = ops.shape(x)[1]
-            causal = causal_mask(length, length)
-        mask = merge_masks(padding_mask, attention_mask, causal)
-        return self._attend(
+        visible = None
+        if cache is not None or (self.causal and not is_causal):
+            visible = self._visible_keys(
+                ops.shape(x)[1], ops.shape(key)[1], cache_index
+            )
+        mask = merge_masks(padding_mask, attention_mask, visible)
+        outputs = self._attend(
             query,
             key,
             value,
@@ -346,6 +375,66 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             explicit,
             return_attention_scores,
             training,
+        )
+        if cache is None:
+            return outputs
+        if return_attention_scores:
+            return (*outputs, cache)
+        return outputs, cache
+
+    def _update_cache(self, cache, cache_index, key, value):
+        expected = (key.shape[0], 2, None, *key.shape[2:])
+        check_shape(
+            "cache",
+            cache.shape,
+            expected,
+            "(batch, 2, max_length, num_kv_heads, head_dim), from "
+            "`initial_cache()`",
+        )
+        update = ops.cast(ops.stack([key, value], axis=1), cache.dtype)
+        return ops.slice_update(cache, (0, 0, cache_index, 0, 0), update)
+
+    def _visible_keys(self, query_length, key_length, start_index):
+        """`(query_length, key_length)`: which keys each query may see.
+
+        Query `i` sits at position `start_index + i`. A causal layer sees up
+        to that position; otherwise every key that has been written, which
+        without a cache is every key.
+        """
+        if self.causal:
+            return causal_mask(query_length, key_length, start_index)
+        written = ops.arange(key_length) < start_index + query_length
+        return ops.broadcast_to(written[None, :], (query_length, key_length))
+
+    def initial_cache(self, batch_size, max_length):
+        """An empty key/value cache for incremental decoding.
+
+        Args:
+            batch_size: Number of sequences decoded together.
+            max_length: Longest sequence the cache will hold (prompt and
+                generated tokens).
+
+        Returns:
+            Zeros of shape
+            `(batch_size, 2, max_length, num_kv_heads, head_dim)` in the
+            layer's compute dtype: keys at index 0 of axis 1, values at 1.
+        """
+        if not self.built:
+            raise ValueError(
+                f"`{self.name}` must be built before `initial_cache()`, "
+                "which reads the head size from the projections: call it on "
+                "an input or `build()` it first."
+            )
+        # Inside a compiled function the sizes may be tensors.
+        for name, size in (
+            ("batch_size", batch_size),
+            ("max_length", max_length),
+        ):
+            if isinstance(size, int):
+                check_positive_int(name, size)
+        _, heads, head_dim = self.key_dense.kernel.shape
+        return ops.zeros(
+            (batch_size, 2, max_length, heads, head_dim), self.compute_dtype
         )
 
     def get_config(self):
@@ -382,6 +471,9 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
         context_padding_mask: Optional `(batch, k_len)` mask, true or 1 for
             real context tokens. Overrides the Keras mask of `context`.
         attention_mask: Optional `(batch, q_len, k_len)` mask.
+        cache: Optional keys and values from `compute_cache(context)`, used
+            instead of `context` so that a decoder does not project the
+            same context at every step.
         return_attention_scores: Whether to also return the attention weights.
         training: Whether dropout is active.
 
@@ -398,7 +490,10 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
 
     x = np.random.rand(2, 5, 16).astype("float32")
     context = np.random.rand(2, 7, 16).astype("float32")
-    outputs = MultiHeadCrossAttention(num_heads=4)(x, context)  # (2, 5, 16)
+    attention = MultiHeadCrossAttention(num_heads=4)
+    outputs = attention(x, context)  # (2, 5, 16)
+    cache = attention.compute_cache(context)  # once per context
+    same_outputs = attention(x, cache=cache)
     ```
     """
 
@@ -421,18 +516,32 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
     def call(
         self,
         x,
-        context,
+        context=None,
         context_padding_mask=None,
         attention_mask=None,
+        cache=None,
         return_attention_scores=False,
         training=None,
     ):
-        check_cross_attention_inputs(x, context)
-        if context_padding_mask is None:
-            context_padding_mask = get_keras_mask(context)
+        if cache is None:
+            check_cross_attention_inputs(x, context)
+            if context_padding_mask is None:
+                context_padding_mask = get_keras_mask(context)
+            key = self.key_dense(context)
+            value = self.value_dense(context)
+        else:
+            check_rank("x", x.shape, 3, "(batch, q_len, width)")
+            check_shape(
+                "cache",
+                cache.shape,
+                (x.shape[0], 2, None, *self.key_dense.kernel.shape[1:]),
+                "(batch, 2, k_len, num_heads, head_dim), from "
+                "`compute_cache()`",
+            )
+            key, value = cache[:, 0], cache[:, 1]
         check_masks(
             x.shape,
-            context.shape,
+            key.shape,
             context_padding_mask,
             attention_mask,
             padding_mask_name="context_padding_mask",
@@ -440,13 +549,28 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
         mask = merge_masks(context_padding_mask, attention_mask)
         return self._attend(
             self.query_dense(x),
-            self.key_dense(context),
-            self.value_dense(context),
+            key,
+            value,
             mask,
             False,
             return_attention_scores or explicit_attention_is_faster(),
             return_attention_scores,
             training,
+        )
+
+    def compute_cache(self, context):
+        """Projects `context` to keys and values once, for decoding.
+
+        Args:
+            context: `(batch, k_len, context_width)`.
+
+        Returns:
+            `(batch, 2, k_len, num_heads, head_dim)`: keys at index 0 of
+            axis 1, values at 1. Pass it as `cache` instead of `context`.
+        """
+        check_rank("context", context.shape, 3, "(batch, k_len, width)")
+        return ops.stack(
+            [self.key_dense(context), self.value_dense(context)], axis=1
         )
 
     def get_config(self):

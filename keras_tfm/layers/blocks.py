@@ -93,26 +93,34 @@ class _TransformerBlock(keras.layers.Layer):
     def _residual(self, x, norm, sublayer):
         """`x + sublayer(norm(x))` (pre-norm) or `norm(x + sublayer(x))`.
 
-        Returns `(result, scores)`: an attention sublayer asked for its
-        weights returns `(outputs, scores)` and they are passed back; other
-        sublayers give `scores=None`.
+        Returns `(result, extras)`: an attention sublayer may return
+        `(outputs, *extras)` (its scores, its updated cache), and the extras
+        are passed back as a list; other sublayers give `[]`.
         """
         outputs = sublayer(norm(x) if self.norm_first else x)
-        scores = None
+        extras = []
         if isinstance(outputs, tuple):
-            outputs, scores = outputs
+            outputs, *extras = outputs
         if self.norm_first:
-            return x + outputs, scores
-        return norm(x + outputs), scores
+            return x + outputs, extras
+        return norm(x + outputs), extras
 
     def _self_attention_residual(
-        self, x, padding_mask, attention_mask, return_attention_scores, training
+        self,
+        x,
+        padding_mask,
+        attention_mask,
+        return_attention_scores,
+        training,
+        cache=None,
+        cache_index=0,
     ):
-        """The self-attention sublayer with its residual; `(result, scores)`.
+        """The self-attention sublayer with its residual; `(result, extras)`.
 
-        Without `padding_mask`, the Keras mask of the block's input is used.
+        Without `padding_mask` or a cache, the Keras mask of the block's
+        input is used.
         """
-        if padding_mask is None:
+        if padding_mask is None and cache is None:
             padding_mask = get_keras_mask(x)
         return self._residual(
             x,
@@ -121,6 +129,8 @@ class _TransformerBlock(keras.layers.Layer):
                 inputs,
                 padding_mask=padding_mask,
                 attention_mask=attention_mask,
+                cache=cache,
+                cache_index=cache_index,
                 return_attention_scores=return_attention_scores,
                 training=training,
             ),
@@ -228,7 +238,7 @@ class EncoderBlock(_TransformerBlock):
             x, padding_mask, attention_mask, return_attention_scores, training
         )
         x = self._feed_forward_residual(x, training)
-        return (x, scores) if return_attention_scores else x
+        return (x, *scores) if return_attention_scores else x
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -275,6 +285,15 @@ class DecoderBlock(_TransformerBlock):
             `context`.
         attention_mask: Optional `(batch, seq, seq)` mask for self-attention,
             combined with the causal mask.
+        cache: Optional self-attention key/value cache from
+            `initial_cache()`, for incremental decoding: `x` holds the
+            positions from `cache_index` on, and the updated cache is
+            returned last. See `MultiHeadSelfAttention`.
+        cache_index: Position of the first element of `x`, with `cache`.
+        cross_attention_cache: Optional result of
+            `compute_cross_attention_cache(context)`, used instead of
+            `context` so that decoding steps do not project the encoder
+            output again.
         return_attention_scores: Whether to also return the attention
             weights.
         training: Whether dropout is active.
@@ -284,7 +303,8 @@ class DecoderBlock(_TransformerBlock):
         the tuple `(outputs, self_attention_scores, cross_attention_scores)`,
         of shapes `(batch, num_heads, seq, seq)` and
         `(batch, num_heads, seq, context_seq)`; a block without
-        cross-attention returns `(outputs, self_attention_scores)`.
+        cross-attention returns `(outputs, self_attention_scores)`. With a
+        `cache`, the updated cache is appended to the result.
 
     Example:
 
@@ -297,6 +317,11 @@ class DecoderBlock(_TransformerBlock):
     outputs = DecoderBlock(num_heads=2, ff_dim=32)(target, encoded)
     gpt_block = DecoderBlock(num_heads=2, ff_dim=32, cross_attention=False)
     outputs = gpt_block(target)  # (2, 5, 16)
+
+    # Incremental decoding: positions 0-3 at once, then position 4.
+    cache = gpt_block.initial_cache(batch_size=2, max_length=5)
+    _, cache = gpt_block(target[:, :4], cache=cache, cache_index=0)
+    last, cache = gpt_block(target[:, 4:], cache=cache, cache_index=4)
     ```
 
     References:
@@ -349,19 +374,24 @@ class DecoderBlock(_TransformerBlock):
             )
         self._build_feed_forward(x_shape)
 
-    def _check_context(self, context):
+    def _check_context(self, context, cross_attention_cache=None):
         if self.cross_attention and context is None:
+            if cross_attention_cache is not None:
+                return
             raise ValueError(
                 "This DecoderBlock has `cross_attention=True`, so `context` "
                 "(the encoder output) is required. Received: context=None. "
                 "Build it with `cross_attention=False` for a decoder-only "
                 "block."
             )
-        if not self.cross_attention and context is not None:
+        if not self.cross_attention and (
+            context is not None or cross_attention_cache is not None
+        ):
             raise ValueError(
                 "This DecoderBlock has `cross_attention=False`, so it takes "
-                "no `context`. Received a context; build it with "
-                "`cross_attention=True` to attend to an encoder output."
+                "no `context` or `cross_attention_cache`. Received one; build "
+                "it with `cross_attention=True` to attend to an encoder "
+                "output."
             )
 
     def call(
@@ -371,30 +401,58 @@ class DecoderBlock(_TransformerBlock):
         padding_mask=None,
         context_padding_mask=None,
         attention_mask=None,
+        cache=None,
+        cache_index=0,
+        cross_attention_cache=None,
         return_attention_scores=False,
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
-        self._check_context(context)
-        x, scores = self._self_attention_residual(
-            x, padding_mask, attention_mask, return_attention_scores, training
+        self._check_context(context, cross_attention_cache)
+        x, extras = self._self_attention_residual(
+            x,
+            padding_mask,
+            attention_mask,
+            return_attention_scores,
+            training,
+            cache=cache,
+            cache_index=cache_index,
         )
-        all_scores = [scores]
+        if cache is not None:
+            *extras, cache = extras
         if self.cross_attention:
-            x, scores = self._residual(
+            x, cross_scores = self._residual(
                 x,
                 self.cross_attention_norm,
                 lambda inputs: self.cross_attention_layer(
                     inputs,
                     context,
                     context_padding_mask=context_padding_mask,
+                    cache=cross_attention_cache,
                     return_attention_scores=return_attention_scores,
                     training=training,
                 ),
             )
-            all_scores.append(scores)
+            extras += cross_scores
         x = self._feed_forward_residual(x, training)
-        return (x, *all_scores) if return_attention_scores else x
+        if cache is not None:
+            extras.append(cache)
+        return (x, *extras) if extras else x
+
+    def initial_cache(self, batch_size, max_length):
+        """An empty self-attention key/value cache for decoding.
+
+        See `MultiHeadSelfAttention.initial_cache`.
+        """
+        return self.self_attention.initial_cache(batch_size, max_length)
+
+    def compute_cross_attention_cache(self, context):
+        """The cross-attention keys and values of `context`, computed once.
+
+        See `MultiHeadCrossAttention.compute_cache`.
+        """
+        self._check_context(None, cross_attention_cache=context)
+        return self.cross_attention_layer.compute_cache(context)
 
     def get_config(self):
         return {**super().get_config(), "cross_attention": self.cross_attention}

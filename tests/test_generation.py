@@ -1,0 +1,212 @@
+"""Key/value caches and `keras_tfm.generation`: cached equals uncached."""
+
+import numpy as np
+import pytest
+
+from keras_tfm import DecoderBlock, MultiHeadSelfAttention, generation, models
+from keras_tfm.generation import _CachedDecoder
+from tests.conftest import random_inputs, to_numpy
+
+VOCAB = 40
+
+
+def decode_in_chunks(layer, x, chunks, **call_options):
+    """Runs `layer` over `x` chunk by chunk with a cache; concatenated."""
+    cache = layer.initial_cache(x.shape[0], x.shape[1])
+    outputs, start = [], 0
+    for end in chunks:
+        output, cache = layer(
+            x[:, start:end], cache=cache, cache_index=start, **call_options
+        )
+        outputs.append(to_numpy(output))
+        start = end
+    return np.concatenate(outputs, axis=1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"causal": True}, {"causal": True, "rotary": True, "num_kv_heads": 2}],
+)
+def test_cached_self_attention_equals_full_sequence(options, attention_path):
+    layer = MultiHeadSelfAttention(4, **options)
+    x = random_inputs(2, 7, 16)
+    full = to_numpy(layer(x))
+    np.testing.assert_allclose(
+        decode_in_chunks(layer, x, [4, 5, 7]), full, atol=1e-5
+    )
+
+
+def test_cached_decoder_block_equals_full_sequence(attention_path):
+    block = DecoderBlock(2, 16, dropout=0, norm_first=True)
+    x = random_inputs(2, 6, 8)
+    context = random_inputs(2, 5, 8, seed=1)
+    context_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    full = block(x, context, context_padding_mask=context_mask)
+    cached = decode_in_chunks(
+        block,
+        x,
+        [3, 4, 6],
+        cross_attention_cache=block.compute_cross_attention_cache(context),
+        context_padding_mask=context_mask,
+    )
+    np.testing.assert_allclose(cached, to_numpy(full), atol=1e-5)
+
+
+def test_a_cache_of_the_wrong_shape_is_rejected():
+    layer = MultiHeadSelfAttention(4, causal=True)
+    x = random_inputs(2, 3, 16)
+    with pytest.raises(ValueError, match="must be built before"):
+        layer.initial_cache(2, 8)
+    layer(x)
+    with pytest.raises(ValueError, match="`cache` must have shape"):
+        layer(x, cache=np.zeros((2, 2, 8, 3, 4), "float32"))
+
+
+@pytest.fixture(scope="module")
+def language_model():
+    return models.causal_lm(
+        vocab_size=VOCAB,
+        sequence_length=24,
+        num_layers=2,
+        embed_dim=16,
+        num_heads=2,
+        ff_dim=32,
+        num_kv_heads=1,
+        rotary=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def translator():
+    return models.seq2seq_transformer(
+        vocab_size=VOCAB,
+        sequence_length=16,
+        num_layers=2,
+        embed_dim=16,
+        num_heads=2,
+        ff_dim=32,
+    )
+
+
+PROMPTS = [[5, 6, 7, 8], [9, 10]]
+
+
+def test_cached_step_logits_equal_the_full_forward_pass(language_model):
+    tokens = np.array([[5, 6, 7, 8, 9, 10, 11, 12]], "int32")
+    full = to_numpy(language_model(tokens))
+    decoder = _CachedDecoder(language_model, use_cache=True)
+    cache = decoder.initial_cache(tokens, None)
+    for index in range(4, tokens.shape[1] + 1):
+        logits, cache = decoder.step(tokens, cache, index)
+        np.testing.assert_allclose(
+            to_numpy(logits), full[:, index - 1], atol=1e-4
+        )
+
+
+def test_cached_greedy_decoding_gives_the_uncached_tokens(language_model):
+    cached = generation.generate(language_model, PROMPTS, 6)
+    uncached = generation.generate(language_model, PROMPTS, 6, use_cache=False)
+    assert cached.shape == (2, 6)
+    np.testing.assert_array_equal(cached, uncached)
+
+
+def test_batched_and_padded_prompts_give_each_prompt_alone(language_model):
+    batched = generation.generate(language_model, PROMPTS, 6)
+    left_padded = np.array([[5, 6, 7, 8], [0, 0, 9, 10]])
+    np.testing.assert_array_equal(
+        generation.generate(language_model, left_padded, 6), batched
+    )
+    alone = generation.generate(language_model, [PROMPTS[1]], 6)
+    np.testing.assert_array_equal(alone[0], batched[1])
+
+
+def test_top_k_of_one_and_one_beam_are_greedy(language_model):
+    greedy = generation.generate(language_model, PROMPTS, 6)
+    for options in (
+        {"sampler": "top_k", "k": 1},
+        {"sampler": "beam", "num_beams": 1},
+    ):
+        np.testing.assert_array_equal(
+            generation.generate(language_model, PROMPTS, 6, **options), greedy
+        )
+
+
+@pytest.mark.parametrize("sampler", ["top_k", "top_p"])
+def test_a_seed_reproduces_samples(language_model, sampler):
+    def sample(seed):
+        return generation.generate(
+            language_model, PROMPTS, 8, sampler=sampler, temperature=3.0,
+            seed=seed,
+        )  # fmt: skip
+
+    first = sample(seed=7)
+    np.testing.assert_array_equal(sample(seed=7), first)
+    assert not np.array_equal(sample(seed=8), first)
+
+
+def test_beam_search_with_cache_equals_without(language_model):
+    options = {"sampler": "beam", "num_beams": 3}
+    np.testing.assert_array_equal(
+        generation.generate(language_model, PROMPTS, 5, **options),
+        generation.generate(
+            language_model, PROMPTS, 5, use_cache=False, **options
+        ),
+    )
+
+
+def test_output_after_the_end_token_is_padding(language_model):
+    greedy = generation.generate(language_model, PROMPTS, 6)
+    end_token = int(greedy[0, 1])
+    outputs = generation.generate(
+        language_model, PROMPTS, 6, end_token_id=end_token
+    )
+    row = list(greedy[0])
+    first_end = row.index(end_token)
+    np.testing.assert_array_equal(
+        outputs[0, : first_end + 1], row[: first_end + 1]
+    )
+    assert (outputs[0, first_end + 1 :] == 0).all()
+
+
+def test_seq2seq_cached_decoding_equals_uncached(translator):
+    prompts = {
+        "encoder_tokens": np.array([[5, 6, 7, 0], [8, 9, 10, 11]]),
+        "decoder_tokens": np.array([[1], [1]]),
+    }
+    cached = generation.generate(translator, prompts, 5)
+    np.testing.assert_array_equal(
+        cached, generation.generate(translator, prompts, 5, use_cache=False)
+    )
+    alone = generation.generate(
+        translator,
+        {"encoder_tokens": [[5, 6, 7]], "decoder_tokens": [[1]]},
+        5,
+    )
+    np.testing.assert_array_equal(alone[0], cached[0])
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"prompt_tokens": [[5], [0, 0]]}, "`prompt_tokens` row 1 is empty"),
+        ({"prompt_tokens": []}, "`prompt_tokens` is empty"),
+        ({"prompt_tokens": [[0.5, 2.0]]}, "integer token ids"),
+        ({"max_new_tokens": 0}, "`max_new_tokens`"),
+        ({"max_new_tokens": 30}, "`max_new_tokens`"),
+        ({"sampler": "top_k", "k": 0}, "`k`"),
+        ({"sampler": "top_p", "p": 0.0}, "`p` must be in"),
+        ({"sampler": "top_p", "p": 1.5}, "`p` must be in"),
+        ({"sampler": "nucleus"}, "`sampler`"),
+        ({"temperature": 0}, "`temperature`"),
+        ({"num_beams": 0}, "`num_beams`"),
+    ],
+)
+def test_bad_arguments_raise_a_clear_error(language_model, arguments, message):
+    call = {"prompt_tokens": PROMPTS, "max_new_tokens": 4, **arguments}
+    with pytest.raises(ValueError, match=message):
+        generation.generate(language_model, **call)
+
+
+def test_a_seq2seq_model_needs_both_prompts(translator):
+    with pytest.raises(ValueError, match="'encoder_tokens' and"):
+        generation.generate(translator, PROMPTS, 4)
