@@ -21,7 +21,7 @@ from common import (
     word_piece_tokenizer,
 )
 
-from keras_tfm import models
+from keras_tfm import generation, models
 from keras_tfm.visualize import plot_attention
 
 MONTHS = [
@@ -130,32 +130,22 @@ def encode(tokenizer, pairs):
 
 
 def greedy_translate(model, tokenizer, encoder_tokens, max_length):
-    """Appends the most likely next token until [END] or `max_length`.
+    """Translates with greedy decoding until [END] or `max_length` tokens.
 
-    Every step runs the full decoder on a fixed-length input, so each step
-    reuses one compiled graph (`keras_tfm.generation` adds a key/value cache).
+    `generation.generate` decodes with a key/value cache: each step runs the
+    decoder on the newest token only.
     """
     start, end = (tokenizer.token_to_id(t) for t in ("[START]", "[END]"))
-    decoder_tokens = np.zeros((len(encoder_tokens), max_length), "int32")
-    decoder_tokens[:, 0] = start
-    finished = np.zeros(len(encoder_tokens), bool)
-    for position in range(max_length - 1):
-        logits = model.predict(
-            {
-                "encoder_tokens": encoder_tokens,
-                "decoder_tokens": decoder_tokens,
-            },
-            batch_size=256,
-            verbose=0,
-        )
-        next_tokens = np.where(finished, 0, logits[:, position].argmax(-1))
-        decoder_tokens[:, position + 1] = next_tokens
-        finished |= next_tokens == end
-        if finished.all():
-            break
-    return [
-        detokenize(tokenizer, row[1:][row[1:] != end]) for row in decoder_tokens
-    ]
+    generated = generation.generate(
+        model,
+        {
+            "encoder_tokens": encoder_tokens,
+            "decoder_tokens": np.full((len(encoder_tokens), 1), start),
+        },
+        max_new_tokens=max_length - 1,
+        end_token_id=end,
+    )
+    return [detokenize(tokenizer, row[row != end]) for row in generated]
 
 
 def detokenize(tokenizer, ids):
@@ -253,7 +243,9 @@ def main():
         callbacks=training_callbacks(args.output_dir),
     )
 
-    target_length = int((test_labels > 0).sum(axis=1).max()) + 1
+    target_length = min(
+        int((test_labels > 0).sum(axis=1).max()) + 1, SEQUENCE_LENGTH
+    )
     translations = greedy_translate(
         model, tokenizer, test_inputs["encoder_tokens"], target_length
     )

@@ -14,19 +14,20 @@ import keras
 import pytest
 
 import keras_tfm
-from keras_tfm import layers, models, visualize
+from keras_tfm import generation, layers, models, visualize
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 DOCS = os.path.join(ROOT, "docs")
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
+PUBLIC_MODULES = {"models": models, "generation": generation}
 PUBLIC_LAYERS = [
-    getattr(keras_tfm, n) for n in keras_tfm.__all__ if n != "models"
+    getattr(keras_tfm, n) for n in keras_tfm.__all__ if n not in PUBLIC_MODULES
 ]
 DOCUMENTED = (
     PUBLIC_LAYERS
     + [layers.PatchEmbedding, layers.FirstTokenPooling]
-    + [getattr(models, n) for n in models.__all__]
+    + [getattr(m, n) for m in PUBLIC_MODULES.values() for n in m.__all__]
     + [visualize.plot_attention, visualize.plot_positional_encoding]
 )
 
@@ -148,8 +149,10 @@ def test_site_builds_strictly_with_links_images_and_api(tmp_path):
     api_ids = set().union(
         *(p.ids for path, p in pages.items() if os.sep + "api" + os.sep in path)
     )
-    for name in keras_tfm.__all__:
-        if name != "models":
-            assert f"keras_tfm.{name}" in api_ids, f"no API entry for {name}"
-    for name in models.__all__:
-        assert f"keras_tfm.models.{name}" in api_ids, f"no API entry for {name}"
+    for layer in PUBLIC_LAYERS:
+        name = f"keras_tfm.{layer.__name__}"
+        assert name in api_ids, f"no API entry for {name}"
+    for module_name, module in PUBLIC_MODULES.items():
+        for name in module.__all__:
+            name = f"keras_tfm.{module_name}.{name}"
+            assert name in api_ids, f"no API entry for {name}"
