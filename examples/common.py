@@ -1,7 +1,9 @@
 """What every example shares: its command line and its training callbacks."""
 
 import argparse
+import math
 import os
+import sys
 import tempfile
 
 import keras
@@ -37,6 +39,46 @@ def parse_arguments(description, epochs, **extra_arguments):
     keras.utils.set_random_seed(args.seed)
     print(f"Keras backend: {keras.backend.backend()}")
     return args
+
+
+DISTRIBUTE_ARGUMENT = {
+    "choices": ["data", "model"],
+    "default": None,
+    "help": "spread training over every device with keras.distribution "
+    "(JAX backend): `data` parallel, or `model` parallel (weights split)",
+}
+
+
+def use_distribution(mode, num_heads):
+    """Sets Keras's distribution for `--distribute data|model`.
+
+    `model` puts as many devices on the model axis as divide `num_heads`,
+    and the rest on the batch axis.
+    """
+    if mode is None:
+        return
+    if keras.backend.backend() != "jax":
+        sys.exit(
+            f"--distribute {mode} needs the JAX backend (keras.distribution "
+            "runs there only): run with KERAS_BACKEND=jax."
+        )
+    from keras_tfm import distribution
+
+    devices = keras.distribution.list_devices()
+    if mode == "data":
+        strategy = keras.distribution.DataParallel(devices=devices)
+    else:
+        model_axis = math.gcd(len(devices), num_heads)
+        mesh = keras.distribution.DeviceMesh(
+            (len(devices) // model_axis, model_axis),
+            ("batch", "model"),
+            devices,
+        )
+        strategy = keras.distribution.ModelParallel(
+            layout_map=distribution.layout_map(mesh), batch_dim_name="batch"
+        )
+    keras.distribution.set_distribution(strategy)
+    print(f"Distribution: {mode} parallel over {len(devices)} device(s)")
 
 
 def training_callbacks(output_dir, monitor="val_loss"):

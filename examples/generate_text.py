@@ -17,11 +17,18 @@ import time
 import keras
 import keras_hub
 import numpy as np
-from common import parse_arguments, save_figure, training_callbacks
+from common import (
+    DISTRIBUTE_ARGUMENT,
+    parse_arguments,
+    save_figure,
+    training_callbacks,
+    use_distribution,
+)
 
 from keras_tfm import generation, models
 
 SEQUENCE_LENGTH = 128
+NUM_HEADS = 4
 PROMPTS = ["def ", "class Stream", "import os\n\n", "    return "]
 
 
@@ -88,7 +95,9 @@ def main():
         __doc__.splitlines()[0],
         epochs=8,
         text={"default": None, "help": "a UTF-8 text file to learn"},
+        distribute=DISTRIBUTE_ARGUMENT,
     )
+    use_distribution(args.distribute, NUM_HEADS)
     if args.text:
         with open(args.text, encoding="utf-8") as file:
             text = file.read()
@@ -106,7 +115,7 @@ def main():
         sequence_length=SEQUENCE_LENGTH,
         num_layers=1 if args.quick else 3,
         embed_dim=64 if args.quick else 128,
-        num_heads=4,
+        num_heads=NUM_HEADS,
         ff_dim=256 if not args.quick else 128,
         rotary=True,
         dropout=0.0,

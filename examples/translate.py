@@ -15,9 +15,11 @@ keras.io / Anki `spa.txt` format; further columns are ignored).
 import keras
 import numpy as np
 from common import (
+    DISTRIBUTE_ARGUMENT,
     parse_arguments,
     save_figure,
     training_callbacks,
+    use_distribution,
     word_piece_tokenizer,
 )
 
@@ -41,6 +43,7 @@ ORDINALS = {
 }  # fmt: skip
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[START]", "[END]"]
 SEQUENCE_LENGTH = 24
+NUM_HEADS = 4
 
 
 def number_words(number):
@@ -196,7 +199,9 @@ def main():
         __doc__.splitlines()[0],
         epochs=6,
         pairs={"default": None, "help": "tab-separated sentence pairs"},
+        distribute=DISTRIBUTE_ARGUMENT,
     )
+    use_distribution(args.distribute, NUM_HEADS)
     if args.pairs:
         pairs = read_pairs(args.pairs)
         np.random.default_rng(args.seed).shuffle(pairs)
@@ -224,7 +229,7 @@ def main():
         sequence_length=SEQUENCE_LENGTH,
         num_layers=1 if args.quick else 2,
         embed_dim=width,
-        num_heads=4,
+        num_heads=NUM_HEADS,
         ff_dim=2 * width,
         dropout=0.1,
     )

@@ -14,7 +14,7 @@ import keras
 import pytest
 
 import keras_tfm
-from keras_tfm import generation, layers, models, visualize
+from keras_tfm import distribution, generation, layers, models, visualize
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 DOCS = os.path.join(ROOT, "docs")
@@ -29,7 +29,10 @@ DOCUMENTED = (
     + [layers.PatchEmbedding, layers.FirstTokenPooling]
     + [getattr(m, n) for m in PUBLIC_MODULES.values() for n in m.__all__]
     + [visualize.plot_attention, visualize.plot_positional_encoding]
+    + [distribution.layout_map]
 )
+# Keras's distribution API runs on the JAX backend only.
+JAX_ONLY = {distribution.layout_map, os.path.join("guides", "distribution.md")}
 
 
 def python_blocks(text):
@@ -38,6 +41,8 @@ def python_blocks(text):
 
 @pytest.mark.parametrize("obj", DOCUMENTED, ids=lambda obj: obj.__name__)
 def test_docstring_example_runs(obj, tmp_path, monkeypatch):
+    if obj in JAX_ONLY and keras.backend.backend() != "jax":
+        pytest.skip("keras.distribution runs on the JAX backend only")
     docstring = inspect.getdoc(obj)
     for section in ("Args:", "Returns:", "Example:"):
         assert section in docstring, f"{obj.__name__} lacks {section}"
@@ -59,6 +64,8 @@ def markdown_pages():
 
 @pytest.mark.parametrize("page", list(markdown_pages()))
 def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
+    if page in JAX_ONLY and keras.backend.backend() != "jax":
+        pytest.skip("keras.distribution runs on the JAX backend only")
     with open(os.path.join(DOCS, page), encoding="utf-8") as file:
         blocks = python_blocks(file.read())
     monkeypatch.chdir(tmp_path)
@@ -152,7 +159,8 @@ def test_site_builds_strictly_with_links_images_and_api(tmp_path):
     for layer in PUBLIC_LAYERS:
         name = f"keras_tfm.{layer.__name__}"
         assert name in api_ids, f"no API entry for {name}"
-    for module_name, module in PUBLIC_MODULES.items():
+    modules = {**PUBLIC_MODULES, "distribution": distribution}
+    for module_name, module in modules.items():
         for name in module.__all__:
             name = f"keras_tfm.{module_name}.{name}"
             assert name in api_ids, f"no API entry for {name}"
