@@ -14,7 +14,14 @@ import keras
 import pytest
 
 import keras_tfm
-from keras_tfm import distribution, generation, layers, models, visualize
+from keras_tfm import (
+    distribution,
+    generation,
+    interop,
+    layers,
+    models,
+    visualize,
+)
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 DOCS = os.path.join(ROOT, "docs")
@@ -30,6 +37,7 @@ DOCUMENTED = (
     + [getattr(m, n) for m in PUBLIC_MODULES.values() for n in m.__all__]
     + [visualize.plot_attention, visualize.plot_positional_encoding]
     + [distribution.layout_map]
+    + [getattr(interop, n) for n in interop.__all__]
 )
 # Keras's distribution API runs on the JAX backend only.
 JAX_ONLY = {distribution.layout_map, os.path.join("guides", "distribution.md")}
@@ -159,7 +167,11 @@ def test_site_builds_strictly_with_links_images_and_api(tmp_path):
     for layer in PUBLIC_LAYERS:
         name = f"keras_tfm.{layer.__name__}"
         assert name in api_ids, f"no API entry for {name}"
-    modules = {**PUBLIC_MODULES, "distribution": distribution}
+    modules = {
+        **PUBLIC_MODULES,
+        "distribution": distribution,
+        "interop": interop,
+    }
     for module_name, module in modules.items():
         for name in module.__all__:
             name = f"keras_tfm.{module_name}.{name}"
