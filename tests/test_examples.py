@@ -1,53 +1,74 @@
-"""Every example runs end to end with `--quick` on the current backend."""
+"""Every example runs end to end with `--quick` on the current backend.
+
+The runs share one subprocess (this file run as a script), which imports
+TensorFlow, keras-hub and the backend once instead of once per example.
+"""
 
 import os
+import runpy
 import subprocess
 import sys
 
 import keras
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+EXAMPLES = os.path.abspath(
+    os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+)
 
-# Each script and a line its output must contain.
-CASES = {
-    "translate.py": "Held-out exact match:",
-    "classify_text.py": "bag-of-words logistic regression",
-    "generate_text.py": "bits per byte",
-    "vit_digits.py": "Test accuracy:",
-    "forecast.py": "seasonal naive",
-}
+# Each run's name, script, extra arguments, and a line its output must hold.
+RUNS = [
+    ("translate", "translate.py", [], "Held-out exact match:"),
+    (
+        "translate_user_pairs",
+        "translate.py",
+        ["--pairs", "{output}/pairs.txt"],
+        "54 training pairs, 6 held out",
+    ),
+    ("classify_text", "classify_text.py", [], "bag-of-words"),
+    ("generate_text", "generate_text.py", [], "bits per byte"),
+    ("vit_digits", "vit_digits.py", [], "Test accuracy:"),
+    ("forecast", "forecast.py", [], "seasonal naive"),
+]
+MARKER = "=== example run: "
 
 
-def run_example(script, output_dir, *arguments):
-    environment = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
-    return subprocess.run(
-        [sys.executable, script, "--quick", "--output-dir", str(output_dir)]
-        + list(arguments),
-        cwd=EXAMPLES,
-        env=environment,
+def run_all(output):
+    """Runs every example in this process, each into `output/<name>`."""
+    sys.path.insert(0, EXAMPLES)
+    os.chdir(EXAMPLES)
+    for name, script, arguments, _ in RUNS:
+        print(f"{MARKER}{name}", flush=True)
+        run_output = os.path.join(output, name)
+        sys.argv = [script, "--quick", "--output-dir", run_output] + [
+            argument.format(output=output) for argument in arguments
+        ]
+        runpy.run_path(script, run_name="__main__")
+        assert os.path.exists(os.path.join(run_output, "best.keras")), name
+
+
+@pytest.mark.slow
+def test_examples_run_quick(tmp_path):
+    lines = [f"go {i}.\tve {i}.\tattribution" for i in range(60)]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.test_examples", str(tmp_path)],
+        cwd=os.path.join(EXAMPLES, os.pardir),
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("script", CASES)
-def test_example_runs_quick(script, tmp_path):
-    result = run_example(script, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert CASES[script] in result.stdout
-    assert os.path.exists(tmp_path / "best.keras")
-
-
-@pytest.mark.slow
-def test_translate_reads_user_pairs(tmp_path):
-    pairs = tmp_path / "pairs.txt"
-    lines = [f"go {i}.\tve {i}.\tattribution" for i in range(60)]
-    pairs.write_text("\n".join(lines), encoding="utf-8")
-    result = run_example(
-        "translate.py", tmp_path / "run", "--pairs", str(pairs)
+    outputs = dict(
+        part.split("\n", 1) for part in result.stdout.split(MARKER)[1:]
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "54 training pairs, 6 held out" in result.stdout
+    assert result.returncode == 0, (
+        f"failed in {list(outputs)[-1] if outputs else 'start-up'}:\n"
+        + result.stderr[-3000:]
+    )
+    for name, _, _, expected in RUNS:
+        assert expected in outputs[name], (name, outputs[name][-2000:])
+
+
+if __name__ == "__main__":
+    run_all(sys.argv[1])

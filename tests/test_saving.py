@@ -1,7 +1,13 @@
-"""Models save to .keras and reload (safe_mode=True) to the same outputs."""
+"""Models save to .keras and reload (safe_mode=True) to the same outputs,
+on the same backend and on the other two."""
+
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
+import pytest
 
 from keras_tfm import (
     DecoderBlock,
@@ -30,13 +36,20 @@ def every_layer_model():
     return keras.Model([source, target], keras.layers.Dense(20)(decoded))
 
 
-def test_save_and_load_round_trip(tmp_path):
-    model = every_layer_model()
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def example_inputs():
     rng = np.random.default_rng(0)
-    inputs = [
+    return [
         np.concatenate([rng.integers(1, 20, (2, 4)), np.zeros((2, 2), int)], 1),
         rng.integers(1, 20, (2, 5)),
     ]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = every_layer_model()
+    inputs = example_inputs()
     expected = to_numpy(model(inputs))
     path = str(tmp_path / "model.keras")
     model.save(path)
@@ -53,3 +66,39 @@ def test_weights_round_trip(tmp_path):
     other.load_weights(path)
     for saved, loaded in zip(model.weights, other.weights, strict=True):
         np.testing.assert_array_equal(to_numpy(saved), to_numpy(loaded))
+
+
+@pytest.mark.parametrize(
+    "backend", [b for b in BACKENDS if b != keras.backend.backend()]
+)
+def test_a_saved_model_loads_identically_on_another_backend(backend, tmp_path):
+    model = every_layer_model()
+    model.save(str(tmp_path / "model.keras"))
+    model.save_weights(str(tmp_path / "model.weights.h5"))
+    np.save(tmp_path / "outputs.npy", to_numpy(model(example_inputs())))
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.test_saving", str(tmp_path)],
+        cwd=os.path.join(os.path.dirname(__file__), os.pardir),
+        env={**os.environ, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert f"{backend}: model and weights load identically" in result.stdout
+
+
+def load_elsewhere(directory):
+    """Loads, on this process's backend, what another backend saved."""
+    expected = np.load(os.path.join(directory, "outputs.npy"))
+    model = keras.models.load_model(os.path.join(directory, "model.keras"))
+    fresh = every_layer_model()
+    fresh.load_weights(os.path.join(directory, "model.weights.h5"))
+    for loaded in (model, fresh):
+        outputs = to_numpy(loaded(example_inputs()))
+        np.testing.assert_allclose(outputs, expected, atol=1e-5, rtol=1e-5)
+    print(f"{keras.backend.backend()}: model and weights load identically")
+
+
+if __name__ == "__main__":
+    load_elsewhere(sys.argv[1])
