@@ -151,3 +151,39 @@ def test_blocks_return_attention_scores():
     np.testing.assert_allclose(
         to_numpy(outputs), to_numpy(encoder(x)), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_block_matches_keras_hub_transformer_encoder(norm_first):
+    keras_hub = pytest.importorskip("keras_hub")
+    theirs = keras_hub.layers.TransformerEncoder(
+        intermediate_dim=32,
+        num_heads=2,
+        dropout=0.0,
+        normalize_first=norm_first,
+    )
+    ours = EncoderBlock(2, 32, dropout=0.0, norm_first=norm_first)
+    x = random_inputs(2, 6, WIDTH)
+    padding = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool)
+    expected = to_numpy(theirs(x, padding_mask=padding))
+    ours.build(x.shape)
+    hub_attention = theirs._self_attention_layer
+    pairs = [
+        (ours.self_attention.query_dense, hub_attention._query_dense),
+        (ours.self_attention.key_dense, hub_attention._key_dense),
+        (ours.self_attention.value_dense, hub_attention._value_dense),
+        (ours.self_attention.output_dense, hub_attention._output_dense),
+        (ours.self_attention_norm, theirs._self_attention_layer_norm),
+        (
+            ours.feed_forward.hidden_dense,
+            theirs._feedforward_intermediate_dense,
+        ),
+        (ours.feed_forward.output_dense, theirs._feedforward_output_dense),
+        (ours.feed_forward_norm, theirs._feedforward_layer_norm),
+    ]
+    for mine, hub in pairs:
+        assert len(mine.weights) == len(hub.weights)
+        for weight, value in zip(mine.weights, hub.get_weights(), strict=True):
+            weight.assign(value)
+    outputs = to_numpy(ours(x, padding_mask=padding))
+    np.testing.assert_allclose(outputs[padding], expected[padding], atol=1e-5)

@@ -1,5 +1,8 @@
 """Bad input raises a ValueError that names the argument and the value."""
 
+import zipfile
+
+import keras
 import numpy as np
 import pytest
 
@@ -125,3 +128,41 @@ def test_positional_embedding_rejects_long_and_float_inputs():
         layer(np.ones((2, 3, 1), "int32"))
     # The layer is still usable after the errors.
     assert tuple(layer(np.ones((2, 4), "int32")).shape) == (2, 4, 8)
+
+
+def test_token_ids_out_of_range_in_eager_calls():
+    embedding = PositionalEmbedding(10, 8, 4)
+    for tokens in ([[1, 2, 10]], [[-1, 2, 3]]):
+        with pytest.raises(ValueError, match=r"\[0, vocab_size=10\).*from"):
+            embedding(np.array(tokens))
+    assert embedding(np.array([[1, 2, 9]])).shape == (1, 3, 4)  # still usable
+
+
+def test_float_masks_are_refused():
+    attention = MultiHeadSelfAttention(2)
+    x = np.zeros((1, 3, 4), "float32")
+    additive = np.array([[0.0, 0.0, -np.inf]], "float32")
+    with pytest.raises(
+        ValueError, match=r"`padding_mask` must be boolean.*float32"
+    ):
+        attention(x, padding_mask=additive)
+    with pytest.raises(ValueError, match=r"`attention_mask` must be boolean"):
+        attention(x, attention_mask=np.ones((1, 3, 3), "float32"))
+    assert attention(x, padding_mask=additive == 0).shape == (1, 3, 4)
+
+
+def test_a_corrupted_keras_file_raises_and_loads_nothing(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((4,), dtype="int32"), PositionalEmbedding(10, 4, 8)]
+    )
+    path = tmp_path / "model.keras"
+    model.save(path)
+    data = path.read_bytes()
+    for name, content in [
+        ("truncated", data[: len(data) // 2]),
+        ("garbage", b"not a keras file" * 64),
+    ]:
+        broken = tmp_path / f"{name}.keras"
+        broken.write_bytes(content)
+        with pytest.raises((ValueError, OSError, zipfile.BadZipFile)):
+            keras.models.load_model(broken)

@@ -150,11 +150,12 @@ def test_a_seed_reproduces_samples(language_model, sampler):
 
 
 def test_beam_search_with_cache_equals_without(language_model):
+    prompts = [[5, 6, 7], [9, 10, 11]]  # one length: one compiled group
     options = {"sampler": "beam", "num_beams": 3}
     np.testing.assert_array_equal(
-        generation.generate(language_model, PROMPTS, 5, **options),
+        generation.generate(language_model, prompts, 5, **options),
         generation.generate(
-            language_model, PROMPTS, 5, use_cache=False, **options
+            language_model, prompts, 5, use_cache=False, **options
         ),
     )
 

@@ -6,6 +6,7 @@ what `keras.ops.dot_product_attention` takes.
 """
 
 from keras import ops
+from keras.backend import standardize_dtype
 
 # Keras attaches the implicit mask of `mask_zero=True` embeddings to the
 # tensor itself and has no public getter for it; keras-hub and Keras's own
@@ -43,7 +44,7 @@ def check_masks(
     attention_mask=None,
     padding_mask_name="padding_mask",
 ):
-    """Raises a `ValueError` naming the mask whose shape does not fit."""
+    """Raises a `ValueError` naming the mask whose shape or dtype is wrong."""
     batch, query_length = query_shape[0], query_shape[1]
     key_length = key_shape[1]
     if padding_mask is not None:
@@ -59,6 +60,23 @@ def check_masks(
             attention_mask.shape,
             (batch, query_length, key_length),
             "(batch, query_length, key_length)",
+        )
+    _check_mask_dtype(padding_mask_name, padding_mask)
+    _check_mask_dtype("attention_mask", attention_mask)
+
+
+def _check_mask_dtype(name, mask):
+    """Masks are boolean or integer; a float mask is refused, because an
+    additive mask (0 to keep, -inf to hide, as in PyTorch) read as boolean
+    would keep exactly the wrong keys."""
+    if mask is None:
+        return
+    dtype = standardize_dtype(mask.dtype)
+    if dtype != "bool" and "int" not in dtype:
+        raise ValueError(
+            f"`{name}` must be boolean or integer, true or 1 where attention "
+            f"is allowed. Received: {name}.dtype={dtype}. Convert an additive "
+            "float mask (0 = keep, -inf = hide) with `mask == 0`."
         )
 
 

@@ -9,6 +9,7 @@ from keras_tfm.layers.validation import (
     check_choice,
     check_positive_int,
     check_rank,
+    eager_values,
 )
 
 
@@ -190,6 +191,11 @@ class PositionalEmbedding(keras.layers.Layer):
     Call arguments:
         inputs: Integer token ids of shape `(batch, seq)`; with
             `reverse=True`, hidden states of shape `(batch, seq, embed_dim)`.
+            Ids outside `[0, vocab_size)` raise a `ValueError` in eager
+            calls. Inside compiled functions (`fit`, `predict`, `jax.jit`)
+            values are unknown and not checked; what an out-of-range id then
+            gives depends on the backend and device (an error, or a clipped
+            or zero embedding), so check ids in the data pipeline.
         start_index: Position of the first token, for cached decoding.
         reverse: Whether to project hidden states to vocabulary logits.
 
@@ -286,6 +292,14 @@ class PositionalEmbedding(keras.layers.Layer):
                 "PositionalEmbedding expects integer token ids. "
                 f"Received: inputs.dtype={tokens.dtype}"
             )
+        values = eager_values(tokens)
+        if values is not None and values.size:
+            low, high = values.min(), values.max()
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(
+                    f"Token ids must be in [0, vocab_size={self.vocab_size}). "
+                    f"Received ids from {low} to {high}."
+                )
         length = tokens.shape[1]
         if isinstance(start_index, int) and length is not None:
             if start_index + length > self.sequence_length:

@@ -5,6 +5,9 @@ received and says what was expected, so that bad input never surfaces as a
 backend stack trace.
 """
 
+import keras
+from keras import ops
+
 
 def check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -60,3 +63,18 @@ def check_divisible(name, value, divisor_name, divisor):
             f"`{name}` ({value}) must be divisible by `{divisor_name}` "
             f"({divisor})."
         )
+
+
+def eager_values(tensor):
+    """The NumPy values of `tensor`, or `None` where they are not known.
+
+    Inside a compiled function (`jax.jit`, `tf.function`, a symbolic Keras
+    model) a tensor has a shape but no values, so value checks are skipped
+    there.
+    """
+    if keras.backend.is_keras_tensor(tensor):
+        return None
+    try:
+        return ops.convert_to_numpy(tensor)
+    except Exception:  # A traced tensor refuses conversion on every backend.
+        return None
