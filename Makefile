@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
-PYTEST_ARGS ?=
+# Two workers per backend (pytest-xdist): the CI machine has 2 cores.
+PYTEST_ARGS ?= -n 2
 
 # Quiet TensorFlow's start-up chatter about missing GPUs.
 export TF_CPP_MIN_LOG_LEVEL := 2

@@ -16,7 +16,9 @@ from tests.conftest import to_numpy
 POLICIES = ["float32", "mixed_float16", "mixed_bfloat16"]
 # Agreement expected between two runs of the same computation, per policy.
 TOLERANCE = {"float32": 1e-5, "mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
-SETTINGS = settings(max_examples=5, deadline=None, derandomize=True)
+SETTINGS = settings(
+    max_examples=5, deadline=None, derandomize=True, database=None
+)
 
 
 @st.composite
