@@ -9,8 +9,6 @@ once per input shape through Keras's own `predict_on_batch` (XLA on
 TensorFlow and JAX; eager on PyTorch, where nothing recompiles).
 """
 
-import weakref
-
 import keras
 import numpy as np
 from keras import ops
@@ -21,9 +19,10 @@ __all__ = ["generate"]
 
 SAMPLERS = ("greedy", "top_k", "top_p", "beam")
 
-# Compiled loops, per model and per sampler configuration, so that calling
-# `generate` again reuses the compiled program.
-_LOOPS = weakref.WeakKeyDictionary()
+# The attribute of a model that holds its compiled loops, so that calling
+# `generate` again reuses the compiled program. Keras's saving skips
+# attributes that start with "__", so the loops never enter a `.keras` file.
+_LOOPS_ATTRIBUTE = "__keras_tfm_generation_loops"
 
 
 def generate(
@@ -403,7 +402,13 @@ def _generation_loop(decoder, sampler, **options):
     shape with unknown dimensions, which keras-hub's beam search rejects.
     """
     key = (decoder.use_cache, sampler, *sorted(options.items()))
-    loops = _LOOPS.setdefault(decoder.model, {})
+    loops = getattr(decoder.model, _LOOPS_ATTRIBUTE, None)
+    if loops is None:
+        loops = {}
+        # Set past Keras's attribute tracking: the loops are a cache that
+        # lives and dies with the model, not one of its layers (a global
+        # cache would keep every model it has seen alive).
+        object.__setattr__(decoder.model, _LOOPS_ATTRIBUTE, loops)
     if key not in loops:
         loop = _GenerationLoop(
             decoder,

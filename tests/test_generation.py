@@ -5,6 +5,9 @@ CPU TensorFlow and JAX, fused on PyTorch), so each path is covered by the
 suite's three runs without compiling both eagerly on every backend.
 """
 
+import zipfile
+
+import keras
 import numpy as np
 import pytest
 
@@ -211,6 +214,18 @@ def test_bad_arguments_raise_a_clear_error(language_model, arguments, message):
     call = {"prompt_tokens": PROMPTS, "max_new_tokens": 4, **arguments}
     with pytest.raises(ValueError, match=message):
         generation.generate(language_model, **call)
+
+
+def test_a_model_saved_after_generating_holds_only_its_own_weights(
+    language_model, tmp_path
+):
+    generation.generate(language_model, PROMPTS, 2)
+    path = tmp_path / "model.keras"
+    language_model.save(path)
+    weights_file = zipfile.ZipFile(path).read("model.weights.h5")
+    assert b"generation_loop" not in weights_file
+    reloaded = keras.models.load_model(path)
+    assert len(reloaded.weights) == len(language_model.weights)
 
 
 def test_a_seq2seq_model_needs_both_prompts(translator):

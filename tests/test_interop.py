@@ -51,6 +51,18 @@ def causal_torch_mask(length):
     return nn.Transformer.generate_square_subsequent_mask(length)
 
 
+def torch_layer(layer_class, config):
+    """A `TransformerEncoderLayer` or `TransformerDecoderLayer`, eval mode."""
+    return layer_class(
+        config["width"],
+        config["heads"],
+        config["ff"],
+        activation=config["activation"],
+        norm_first=config["norm_first"],
+        batch_first=config["batch_first"],
+    ).eval()
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
@@ -58,11 +70,7 @@ def _seed_torch():
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_encoder_block_matches_torch_encoder_layer(config):
-    module = nn.TransformerEncoderLayer(
-        config["width"], config["heads"], config["ff"],
-        activation=config["activation"], norm_first=config["norm_first"],
-        batch_first=config["batch_first"],
-    ).eval()  # fmt: skip
+    module = torch_layer(nn.TransformerEncoderLayer, config)
     block = interop.from_torch(module)
     x = random_inputs(2, 6, config["width"])
     expected = run_torch(
@@ -76,11 +84,7 @@ def test_encoder_block_matches_torch_encoder_layer(config):
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_decoder_block_matches_torch_decoder_layer(config):
-    module = nn.TransformerDecoderLayer(
-        config["width"], config["heads"], config["ff"],
-        activation=config["activation"], norm_first=config["norm_first"],
-        batch_first=config["batch_first"],
-    ).eval()  # fmt: skip
+    module = torch_layer(nn.TransformerDecoderLayer, config)
     block = interop.from_torch(module)
     x = random_inputs(2, 5, config["width"])
     context = random_inputs(2, 6, config["width"], seed=1)
