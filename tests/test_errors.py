@@ -1,5 +1,7 @@
 """Bad input raises a ValueError that names the argument and the value."""
 
+import os
+import sys
 import zipfile
 
 import keras
@@ -166,3 +168,18 @@ def test_a_corrupted_keras_file_raises_and_loads_nothing(tmp_path):
         broken.write_bytes(content)
         with pytest.raises((ValueError, OSError, zipfile.BadZipFile)):
             keras.models.load_model(broken)
+
+
+def test_forecast_data_preparation_rejects_nan():
+    sys.path.insert(
+        0, os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+    )
+    try:
+        from forecast import make_windows
+    finally:
+        sys.path.pop(0)
+    series = np.ones((40, 1), "float32")
+    series[17, 0] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*time step 17, feature 0"):
+        make_windows(series, input_length=8, horizon=2)
+    assert make_windows(np.ones((40, 1)), 8, 2)[0].shape == (31, 8, 1)
