@@ -91,16 +91,7 @@ def generate(
     ```
     """
     check_positive_int("max_new_tokens", max_new_tokens)
-    check_choice("sampler", sampler, SAMPLERS)
-    check_positive_int("k", k)
-    check_positive_int("num_beams", num_beams)
-    if not 0.0 < p <= 1.0:
-        raise ValueError(f"`p` must be in (0, 1]. Received: p={p}")
-    if not temperature > 0:
-        raise ValueError(
-            f"`temperature` must be positive. Received: temperature="
-            f"{temperature}"
-        )
+    _check_sampling(sampler, temperature, k, p, num_beams)
     decoder = _CachedDecoder(model, use_cache)
     prompt_tokens, encoder_tokens = decoder.split_prompt(prompt_tokens)
     rows = _compact_rows("prompt_tokens", prompt_tokens, pad_token_id)
@@ -113,6 +104,13 @@ def generate(
             )
     lengths = np.array([len(row) for row in rows])
     decoder.check_length(lengths.max() + max_new_tokens)
+    options = {
+        "temperature": temperature,
+        "k": k,
+        "p": p,
+        "num_beams": num_beams,
+        "end_token_id": end_token_id,
+    }
     # Beam search keeps exact per-prompt results only when the batch's
     # prompts start generating at the same position, so it runs one group
     # of equal lengths at a time.
@@ -133,26 +131,45 @@ def generate(
         inputs = {"tokens": buffer, "prompt_lengths": lengths[group]}
         if encoder_tokens is not None:
             inputs["encoder_tokens"] = encoder_tokens[group]
-        loop = _generation_loop(
-            decoder,
-            sampler,
-            input_shapes=tuple(value.shape for value in inputs.values()),
-            temperature=temperature,
-            k=k,
-            p=p,
-            num_beams=num_beams,
-            end_token_id=end_token_id,
-        )
-        loop.reseed(seed)
-        tokens = np.asarray(loop.predict_on_batch(inputs))
+        tokens = _run_loop(decoder, sampler, inputs, seed, options)
         for position, row in enumerate(group):
             start = lengths[row]
             outputs[row] = tokens[position, start : start + max_new_tokens]
-    if end_token_id is not None:
-        ended = np.cumsum(outputs == end_token_id, axis=1)
-        after_end = (ended - (outputs == end_token_id)) > 0
-        outputs[after_end] = pad_token_id
-    return outputs
+    return _pad_after_end(outputs, end_token_id, pad_token_id)
+
+
+def _check_sampling(sampler, temperature, k, p, num_beams):
+    check_choice("sampler", sampler, SAMPLERS)
+    check_positive_int("k", k)
+    check_positive_int("num_beams", num_beams)
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"`p` must be in (0, 1]. Received: p={p}")
+    if not temperature > 0:
+        raise ValueError(
+            f"`temperature` must be positive. Received: temperature="
+            f"{temperature}"
+        )
+
+
+def _run_loop(decoder, sampler, inputs, seed, options):
+    """The token buffer after the compiled loop has filled it."""
+    loop = _generation_loop(
+        decoder,
+        sampler,
+        input_shapes=tuple(value.shape for value in inputs.values()),
+        **options,
+    )
+    loop.reseed(seed)
+    return np.asarray(loop.predict_on_batch(inputs))
+
+
+def _pad_after_end(outputs, end_token_id, pad_token_id):
+    """Replaces every token after a row's first end token with padding."""
+    if end_token_id is None:
+        return outputs
+    is_end = outputs == end_token_id
+    after_end = np.cumsum(is_end, axis=1) - is_end > 0
+    return np.where(after_end, pad_token_id, outputs)
 
 
 def _compact_rows(name, tokens, pad_token_id):
