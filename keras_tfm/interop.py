@@ -146,14 +146,14 @@ def load_torch_transformer(model, transformer):
     `encoder_block_<i>` / `decoder_block_<i>`, and the final encoder and
     decoder norms into `encoder_norm` / `decoder_norm`. PyTorch's
     `Transformer` always ends each stack with a LayerNorm, which the builder
-    has with `norm_first=True`; so build the model with `norm_first=True`
-    and PyTorch layers built with `norm_first=True`. Embeddings and the
+    has with `final_norm=True` (the default for `norm_first=True`). Build
+    the model with the PyTorch layers' `norm_first`. Embeddings and the
     output projection are not part of `torch.nn.Transformer` and are left
     as they are.
 
     Args:
         model: A model from `models.seq2seq_transformer(...,
-            norm_first=True)` with as many layers as `transformer`.
+            final_norm=True)` with as many layers as `transformer`.
         transformer: A `torch.nn.Transformer`.
 
     Returns:
@@ -186,8 +186,9 @@ def load_torch_transformer(model, transformer):
     if "encoder_norm" not in names or "decoder_norm" not in names:
         raise ValueError(
             "torch.nn.Transformer ends each stack with a LayerNorm, which "
-            "`models.seq2seq_transformer` has only with `norm_first=True`. "
-            "Build `model` with `norm_first=True`."
+            "`models.seq2seq_transformer` has with `final_norm=True` (the "
+            "default for `norm_first=True`). Build `model` with "
+            "`final_norm=True`."
         )
     for stack in ("encoder", "decoder"):
         torch_layers = getattr(transformer, stack).layers

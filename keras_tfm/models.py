@@ -29,17 +29,22 @@ __all__ = [
 ]
 
 
-def _encoder_stack(x, num_layers, prefix="encoder", **block_options):
-    """`num_layers` EncoderBlocks, then a final norm for pre-norm stacks."""
+def _encoder_stack(
+    x, num_layers, prefix="encoder", final_norm=None, **block_options
+):
+    """`num_layers` EncoderBlocks, then a final norm (see `_final_norm`)."""
     for index in range(num_layers):
         x = EncoderBlock(name=f"{prefix}_block_{index}", **block_options)(x)
-    return _final_norm(x, prefix, block_options)
+    return _final_norm(x, prefix, block_options, final_norm)
 
 
-def _final_norm(x, prefix, block_options):
-    # A pre-norm stack leaves its residual stream unnormalised; post-norm
-    # blocks already end in a norm.
-    if not block_options.get("norm_first"):
+def _final_norm(x, prefix, block_options, enabled=None):
+    # A pre-norm stack leaves its residual stream unnormalised, so by default
+    # it gets a final norm and a post-norm stack, already ending in one, does
+    # not. `torch.nn.Transformer` has one after post-norm stacks too.
+    if enabled is None:
+        enabled = block_options.get("norm_first", False)
+    if not enabled:
         return x
     return keras.layers.LayerNormalization(
         epsilon=block_options.get("layer_norm_epsilon", 1e-5),
@@ -59,6 +64,7 @@ def seq2seq_transformer(
     tie_embeddings=True,
     position="sinusoidal",
     norm_first=False,
+    final_norm=None,
     name="seq2seq_transformer",
 ):
     """The encoder-decoder Transformer of "Attention Is All You Need".
@@ -88,6 +94,9 @@ def seq2seq_transformer(
         tie_embeddings: Whether to share embedding and output matrices.
         position: `"sinusoidal"` (the paper) or `"learned"`.
         norm_first: Pre-norm blocks (adds a final norm to each stack).
+        final_norm: Whether each stack ends with a LayerNormalization
+            (`encoder_norm`, `decoder_norm`). Defaults to `norm_first`;
+            `True` with post-norm blocks matches `torch.nn.Transformer`.
         name: Model name.
 
     Returns:
@@ -145,7 +154,9 @@ def seq2seq_transformer(
     decoder_tokens = keras.Input((None,), dtype="int32", name="decoder_tokens")
     encoded = source_embedding(encoder_tokens)
     encoded = keras.layers.Dropout(dropout, name="encoder_dropout")(encoded)
-    encoded = _encoder_stack(encoded, num_layers, **block_options)
+    encoded = _encoder_stack(
+        encoded, num_layers, final_norm=final_norm, **block_options
+    )
 
     decoded = target_embedding(decoder_tokens)
     decoded = keras.layers.Dropout(dropout, name="decoder_dropout")(decoded)
@@ -153,7 +164,7 @@ def seq2seq_transformer(
         decoded = DecoderBlock(name=f"decoder_block_{index}", **block_options)(
             decoded, encoded
         )
-    decoded = _final_norm(decoded, "decoder", block_options)
+    decoded = _final_norm(decoded, "decoder", block_options, final_norm)
     if tie_embeddings:
         logits = target_embedding(decoded, reverse=True)
     else:

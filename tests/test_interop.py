@@ -147,14 +147,15 @@ def test_mismatched_layers_and_modules_are_rejected():
         interop.from_torch(swish)
 
 
-def test_seq2seq_blocks_match_torch_transformer():
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_seq2seq_blocks_match_torch_transformer(norm_first):
     transformer = nn.Transformer(
         d_model=16, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
-        dim_feedforward=32, norm_first=True, batch_first=True,
+        dim_feedforward=32, norm_first=norm_first, batch_first=True,
     ).eval()  # fmt: skip
     model = models.seq2seq_transformer(
         vocab_size=30, sequence_length=8, num_layers=2, embed_dim=16,
-        num_heads=4, ff_dim=32, norm_first=True,
+        num_heads=4, ff_dim=32, norm_first=norm_first, final_norm=True,
     )  # fmt: skip
     interop.load_torch_transformer(model, transformer)
     tokens = {
@@ -177,11 +178,11 @@ def test_seq2seq_blocks_match_torch_transformer():
     np.testing.assert_allclose(to_numpy(decoded), expected.numpy(), atol=ATOL)
 
 
-def test_post_norm_seq2seq_cannot_take_a_torch_transformer():
+def test_a_seq2seq_without_final_norms_cannot_take_a_torch_transformer():
     model = models.seq2seq_transformer(
         vocab_size=30, sequence_length=8, num_layers=1, embed_dim=16,
         num_heads=4, ff_dim=32,
     )  # fmt: skip
     transformer = nn.Transformer(16, 4, 1, 1, 32, batch_first=True)
-    with pytest.raises(ValueError, match="norm_first=True"):
+    with pytest.raises(ValueError, match="final_norm=True"):
         interop.load_torch_transformer(model, transformer)
