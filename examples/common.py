@@ -81,6 +81,27 @@ def use_distribution(mode, num_heads):
     print(f"Distribution: {mode} parallel over {len(devices)} device(s)")
 
 
+def batch_split():
+    """Into how many parts the distribution splits every batch (1 if none).
+
+    Under `--distribute`, each batch (the last, partial one included) must be
+    a multiple of it.
+    """
+    strategy = keras.distribution.distribution()
+    if strategy is None:
+        return 1
+    mesh = strategy.device_mesh
+    return mesh.shape[mesh.axis_names.index(strategy.batch_dim_name)]
+
+
+def whole_batches(items, batch_size):
+    """`items` cut to a multiple of `batch_size` under `--distribute`, so that
+    no partial batch is left to split unevenly across devices."""
+    if batch_split() == 1:
+        return items
+    return items[: len(items) - len(items) % batch_size]
+
+
 def training_callbacks(output_dir, monitor="val_loss"):
     """Keeps the best model, and resumes an interrupted `fit` where it was.
 

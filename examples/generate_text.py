@@ -19,6 +19,7 @@ import keras_hub
 import numpy as np
 from common import (
     DISTRIBUTE_ARGUMENT,
+    batch_split,
     parse_arguments,
     save_figure,
     training_callbacks,
@@ -57,6 +58,9 @@ def complete(model, tokenizer, prompts, seed, new_bytes):
     Decoding uses the key/value cache of `generation.generate`, compiled once.
     """
     encoded = [np.asarray(tokenizer(prompt), "int32") for prompt in prompts]
+    # Under --distribute the batch of prompts must split evenly: repeat them.
+    rows = -(-len(prompts) // batch_split()) * batch_split()
+    encoded = [encoded[row % len(prompts)] for row in range(rows)]
     start = time.perf_counter()
     generated = generation.generate(
         model,
@@ -66,7 +70,7 @@ def complete(model, tokenizer, prompts, seed, new_bytes):
         k=5,
         temperature=0.8,
         seed=seed,
-    )
+    )[: len(prompts)]
     seconds = time.perf_counter() - start
     print(f"\nGenerated {generated.size} bytes in {seconds:.1f} s "
           "(compilation included)")  # fmt: skip

@@ -20,6 +20,7 @@ from common import (
     save_figure,
     training_callbacks,
     use_distribution,
+    whole_batches,
     word_piece_tokenizer,
 )
 
@@ -44,6 +45,7 @@ ORDINALS = {
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[START]", "[END]"]
 SEQUENCE_LENGTH = 24
 NUM_HEADS = 4
+BATCH_SIZE = 64
 
 
 def number_words(number):
@@ -206,9 +208,10 @@ def main():
         pairs = read_pairs(args.pairs)
         np.random.default_rng(args.seed).shuffle(pairs)
     else:
-        pairs = date_pairs(600 if args.quick else 24000, args.seed)
+        pairs = date_pairs(640 if args.quick else 24000, args.seed)
     held_out = max(len(pairs) // 10, 1)
-    train_pairs, test_pairs = pairs[:-held_out], pairs[-held_out:]
+    train_pairs = whole_batches(pairs[:-held_out], BATCH_SIZE)
+    test_pairs = whole_batches(pairs[-held_out:], BATCH_SIZE)
     # One vocabulary for both languages, so the embeddings can be tied.
     tokenizer = word_piece_tokenizer(
         [text for pair in train_pairs for text in pair],
@@ -244,7 +247,7 @@ def main():
         train_labels,
         validation_data=(test_inputs, test_labels),
         epochs=args.epochs,
-        batch_size=64,
+        batch_size=BATCH_SIZE,
         callbacks=training_callbacks(args.output_dir),
     )
 
