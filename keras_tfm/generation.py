@@ -347,6 +347,8 @@ class _GenerationLoop(keras.Model):
     def __init__(self, decoder, sampler, end_token_id):
         super().__init__(name="generation_loop")
         self.decoder = decoder
+        # Held directly too: Keras tracks the weights of a model attribute,
+        # not of one inside a plain object like `decoder`.
         self.wrapped_model = decoder.model
         self.sampler = sampler
         # Tracked, so that the random state advances between calls.

@@ -1,6 +1,12 @@
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +38,24 @@ def attention_path(request, monkeypatch):
         lambda: request.param == "explicit",
     )
     return request.param
+
+
+def run_test_module(module, *arguments, env=None, timeout=600):
+    """Runs `python -m tests.<module> ARGUMENTS` from the repository root.
+
+    For tests that need a fresh process: another backend, another device
+    count, or imports done once for several runs. `env` adds to the current
+    environment, whose `KERAS_BACKEND` defaults to this run's backend.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", f"tests.{module}", *map(str, arguments)],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": keras.backend.backend(),
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

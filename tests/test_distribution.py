@@ -4,16 +4,14 @@ The JAX test runs this file as a script in a subprocess, because the number
 of virtual CPU devices is fixed when JAX starts.
 """
 
-import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from keras_tfm import distribution, models
+from tests.conftest import run_test_module
 
 DEVICES = 8
 MESH_SHAPE = (2, 4)
@@ -130,19 +128,12 @@ def main():
     reason="keras.distribution runs models on the JAX backend only",
 )
 def test_both_distributions_match_one_device_on_8_cpus():
-    environment = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.test_distribution"],
-        cwd=os.path.join(os.path.dirname(__file__), os.pardir),
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_test_module(
+        "test_distribution",
+        env={
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+            "JAX_PLATFORMS": "cpu",
+        },
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("same step loss") == 2 * len(builders())

@@ -6,11 +6,11 @@ TensorFlow, keras-hub and the backend once instead of once per example.
 
 import os
 import runpy
-import subprocess
 import sys
 
-import keras
 import pytest
+
+from tests.conftest import run_test_module
 
 EXAMPLES = os.path.abspath(
     os.path.join(os.path.dirname(__file__), os.pardir, "examples")
@@ -51,14 +51,7 @@ def run_all(output):
 def test_examples_run_quick(tmp_path):
     lines = [f"go {i}.\tve {i}.\tattribution" for i in range(60)]
     (tmp_path / "pairs.txt").write_text("\n".join(lines), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.test_examples", str(tmp_path)],
-        cwd=os.path.join(EXAMPLES, os.pardir),
-        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = run_test_module("test_examples", tmp_path, timeout=900)
     outputs = dict(
         part.split("\n", 1) for part in result.stdout.split(MARKER)[1:]
     )

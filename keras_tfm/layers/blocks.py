@@ -451,7 +451,7 @@ class DecoderBlock(_TransformerBlock):
 
         See `MultiHeadCrossAttention.compute_cache`.
         """
-        self._check_context(None, cross_attention_cache=context)
+        self._check_context(context)
         return self.cross_attention_layer.compute_cache(context)
 
     def get_config(self):

@@ -192,10 +192,12 @@ class PositionalEmbedding(keras.layers.Layer):
         inputs: Integer token ids of shape `(batch, seq)`; with
             `reverse=True`, hidden states of shape `(batch, seq, embed_dim)`.
             Ids outside `[0, vocab_size)` raise a `ValueError` in eager
-            calls. Inside compiled functions (`fit`, `predict`, `jax.jit`)
-            values are unknown and not checked; what an out-of-range id then
-            gives depends on the backend and device (an error, or a clipped
-            or zero embedding), so check ids in the data pipeline.
+            calls (and so in PyTorch's eager `fit`). Inside compiled
+            functions (`fit` and `predict` on TensorFlow and JAX,
+            `jax.jit`) values are unknown and not checked; what an
+            out-of-range id then gives depends on the backend and device
+            (an error, or a clipped or zero embedding), so check ids in the
+            data pipeline.
         start_index: Position of the first token, for cached decoding.
         reverse: Whether to project hidden states to vocabulary logits.
 
