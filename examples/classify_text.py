@@ -158,7 +158,7 @@ def main():
         validation_data=(test_ids, test_y),
         epochs=args.epochs,
         batch_size=32,
-        callbacks=training_callbacks(args.output_dir, monitor="val_accuracy"),
+        callbacks=training_callbacks(args, monitor="val_accuracy"),
     )
     accuracy = model.evaluate(test_ids, test_y, verbose=0)[1]
     predicted = model.predict(test_ids, verbose=0).argmax(-1)

@@ -102,21 +102,50 @@ def whole_batches(items, batch_size):
     return items[: len(items) - len(items) % batch_size]
 
 
-def training_callbacks(output_dir, monitor="val_loss"):
+class SeedEachEpoch(keras.callbacks.Callback):
+    """Makes each epoch's randomness a function of the seed and the epoch.
+
+    `BackupAndRestore` brings back the weights and the optimizer, not the
+    random state: a resumed run would shuffle its batches and drop units
+    differently from the run that was never interrupted. Seeding every
+    epoch afresh makes the epochs a resumed run repeats the same as theirs.
+    """
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Python, NumPy, TensorFlow and torch: the batch order.
+        keras.utils.set_random_seed(self.seed + epoch)
+        # Dropout: each layer's generator state is `[seed, calls so far]`;
+        # an epoch draws far fewer than 2**20 times.
+        for variable in self.model.non_trainable_variables:
+            if variable.name == "seed_generator_state":
+                state = keras.ops.convert_to_numpy(variable)
+                state[1] = epoch * 2**20
+                variable.assign(state)
+
+
+def training_callbacks(args, monitor="val_loss"):
     """Keeps the best model, and resumes an interrupted `fit` where it was.
 
     Re-running the same command after an interruption picks up from the last
-    finished epoch (`BackupAndRestore`); the best model so far is in
-    `OUTPUT_DIR/best.keras`.
+    finished epoch (`BackupAndRestore`) and ends with the weights the
+    uninterrupted run would have had (`SeedEachEpoch`); the best model so far
+    is in `OUTPUT_DIR/best.keras`.
     """
-    os.makedirs(output_dir, exist_ok=True)
+    os.makedirs(args.output_dir, exist_ok=True)
     return [
+        SeedEachEpoch(args.seed),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(output_dir, "best.keras"),
+            os.path.join(args.output_dir, "best.keras"),
             monitor=monitor,
             save_best_only=True,
         ),
-        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+        keras.callbacks.BackupAndRestore(
+            os.path.join(args.output_dir, "backup")
+        ),
     ]
 
 

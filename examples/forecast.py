@@ -143,7 +143,7 @@ def main():
         validation_data=(test_x, test_y),
         epochs=args.epochs,
         batch_size=64,
-        callbacks=training_callbacks(args.output_dir),
+        callbacks=training_callbacks(args),
     )
 
     correction = model.predict(test_x, verbose=0) * scale

@@ -134,7 +134,7 @@ def main():
         validation_data=(test_x, test_y),
         epochs=args.epochs,
         batch_size=32,
-        callbacks=training_callbacks(args.output_dir),
+        callbacks=training_callbacks(args),
     )
     bits = history.history["val_loss"][-1] / np.log(2)
     figure = plot_bits_per_byte(history.history)

@@ -248,7 +248,7 @@ def main():
         validation_data=(test_inputs, test_labels),
         epochs=args.epochs,
         batch_size=BATCH_SIZE,
-        callbacks=training_callbacks(args.output_dir),
+        callbacks=training_callbacks(args),
     )
 
     target_length = min(

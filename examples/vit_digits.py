@@ -94,7 +94,7 @@ def main():
         validation_data=(test_x, test_y),
         epochs=args.epochs,
         batch_size=32,
-        callbacks=training_callbacks(args.output_dir, monitor="val_accuracy"),
+        callbacks=training_callbacks(args, monitor="val_accuracy"),
     )
     predictions = model.predict(test_x, verbose=0).argmax(-1)
     accuracy = (predictions == test_y).mean()
