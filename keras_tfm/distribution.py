@@ -30,7 +30,7 @@ _SHARDED_AXES = {
     r".*position_embeddings": (None, "model"),
     r".*patch_embedding/projection/kernel": (None, None, None, "model"),
     r".*patch_embedding/class_token": (None, None, "model"),
-    r"input_projection/kernel": (None, "model"),
+    r"(input_projection|mlm_dense)/kernel": (None, "model"),
     r"(logits|head)/kernel": ("model", None),
 }
 

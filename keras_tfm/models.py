@@ -23,6 +23,8 @@ from keras_tfm.layers.validation import check_choice, check_positive_int
 __all__ = [
     "causal_lm",
     "forecaster",
+    "masked_lm",
+    "masked_lm_encoder",
     "seq2seq_transformer",
     "text_classifier",
     "vit_classifier",
@@ -50,6 +52,63 @@ def _final_norm(x, prefix, block_options, enabled=None):
         epsilon=block_options.get("layer_norm_epsilon", 1e-5),
         name=f"{prefix}_norm",
     )(x)
+
+
+def _text_encoder(
+    tokens,
+    vocab_size,
+    sequence_length,
+    num_layers,
+    embed_dim,
+    num_heads,
+    ff_dim,
+    dropout,
+    position,
+    norm_first,
+):
+    """Embedding, dropout and encoder stack over `tokens` (0 is padding).
+
+    Returns the embedding layer and the encoder's output.
+    """
+    embedding = PositionalEmbedding(
+        vocab_size,
+        sequence_length,
+        embed_dim,
+        position=position,
+        mask_zero=True,
+        name="embedding",
+    )
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(
+        embedding(tokens)
+    )
+    x = _encoder_stack(
+        x,
+        num_layers,
+        num_heads=num_heads,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        norm_first=norm_first,
+    )
+    return embedding, x
+
+
+def _check_encoder(encoder, vocab_size, sequence_length):
+    if not isinstance(encoder, keras.Model):
+        raise ValueError(
+            "`encoder` must be a keras.Model from tokens to sequence outputs, "
+            f"such as `masked_lm_encoder(model)`. Received: encoder={encoder!r}"
+        )
+    embedding = encoder.get_layer("embedding")
+    for argument, value in (
+        ("vocab_size", vocab_size),
+        ("sequence_length", sequence_length),
+    ):
+        if getattr(embedding, argument) != value:
+            raise ValueError(
+                f"`{argument}` must match the encoder's embedding: expected "
+                f"{getattr(embedding, argument)}. Received: "
+                f"{argument}={value}"
+            )
 
 
 def seq2seq_transformer(
@@ -188,11 +247,16 @@ def text_classifier(
     dropout=0.1,
     position="learned",
     norm_first=False,
+    encoder=None,
     name="text_classifier",
 ):
     """A Transformer encoder with a pooling and a dense classification head.
 
     Token id 0 is padding and is masked in attention and in mean pooling.
+    To fine-tune a pretrained encoder, pass it as `encoder`: the classifier
+    then calls that model (sharing its layers and weights, not copying them)
+    instead of building its own, and `num_layers`, `embed_dim`,
+    `num_heads`, `ff_dim`, `position` and `norm_first` are not used.
 
     Args:
         vocab_size: Vocabulary size.
@@ -207,6 +271,10 @@ def text_classifier(
         dropout: Dropout rate in the blocks and before the head.
         position: `"learned"` or `"sinusoidal"`.
         norm_first: Pre-norm blocks (adds a final norm).
+        encoder: Optional `keras.Model` from tokens `(batch, seq)` to
+            `(batch, seq, width)`, such as `masked_lm_encoder(pretrained)`;
+            its `embedding` must have this `vocab_size` and
+            `sequence_length`.
         name: Model name.
 
     Returns:
@@ -230,23 +298,22 @@ def text_classifier(
     check_positive_int("num_classes", num_classes)
     check_choice("pooling", pooling, ("mean", "cls"))
     tokens = keras.Input((None,), dtype="int32", name="tokens")
-    x = PositionalEmbedding(
-        vocab_size,
-        sequence_length,
-        embed_dim,
-        position=position,
-        mask_zero=True,
-        name="embedding",
-    )(tokens)
-    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    x = _encoder_stack(
-        x,
-        num_layers,
-        num_heads=num_heads,
-        ff_dim=ff_dim,
-        dropout=dropout,
-        norm_first=norm_first,
-    )
+    if encoder is None:
+        _, x = _text_encoder(
+            tokens,
+            vocab_size,
+            sequence_length,
+            num_layers=num_layers,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            ff_dim=ff_dim,
+            dropout=dropout,
+            position=position,
+            norm_first=norm_first,
+        )
+    else:
+        _check_encoder(encoder, vocab_size, sequence_length)
+        x = encoder(tokens)
     if pooling == "mean":
         x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)
     else:
@@ -254,6 +321,157 @@ def text_classifier(
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(tokens, logits, name=name)
+
+
+def masked_lm(
+    vocab_size,
+    sequence_length,
+    num_layers=2,
+    embed_dim=128,
+    num_heads=4,
+    ff_dim=256,
+    dropout=0.1,
+    position="learned",
+    norm_first=False,
+    tie_embeddings=True,
+    name="masked_lm",
+):
+    """A Transformer encoder pretrained by predicting masked tokens (BERT).
+
+    The encoder is `text_classifier`'s (same layer names), so after
+    pretraining `masked_lm_encoder(model)` hands it to
+    `text_classifier(..., encoder=...)` for fine-tuning. The head follows
+    BERT: a dense GELU layer and a layer norm at each masked position, then
+    the output projection, which by default is the token embedding
+    transposed. Inputs and targets are what keras-hub's
+    `MaskedLMMaskGenerator` returns: train with `mask_ids` as targets and
+    `mask_weights` as sample weights, so that the loss counts only the real
+    masked positions (`reduction="mean_with_sample_weight"` averages over
+    them), and report masked-token accuracy as a weighted metric.
+
+    Args:
+        vocab_size: Vocabulary size (including the mask token).
+        sequence_length: Longest input sequence.
+        num_layers: Number of encoder blocks.
+        embed_dim: Model width.
+        num_heads: Attention heads per block.
+        ff_dim: Feed-forward hidden width.
+        dropout: Dropout rate in the encoder.
+        position: `"learned"` or `"sinusoidal"`.
+        norm_first: Pre-norm blocks (adds a final norm).
+        tie_embeddings: Whether the output projection reuses the token
+            embedding.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` taking `{"tokens": (batch, seq), "mask_positions":
+        (batch, num_masked)}` int tensors (token id 0 is padding) and
+        returning logits `(batch, num_masked, vocab_size)` for the tokens
+        at those positions.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_tfm import models
+
+    model = models.masked_lm(
+        vocab_size=100, sequence_length=16, num_layers=1, embed_dim=32,
+        num_heads=2, ff_dim=64,
+    )
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=["sparse_categorical_accuracy"],
+    )
+    inputs = {
+        "tokens": np.array([[5, 1, 7, 8, 1, 0]]),  # 1 is the mask token
+        "mask_positions": np.array([[1, 4, 0]]),  # the last one is padding
+    }
+    mask_ids = np.array([[6, 9, 0]])  # the tokens that were masked
+    mask_weights = np.array([[1.0, 1.0, 0.0]])
+    model.fit(inputs, mask_ids, sample_weight=mask_weights, verbose=0)
+    ```
+    """
+    check_positive_int("num_layers", num_layers)
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    mask_positions = keras.Input((None,), dtype="int32", name="mask_positions")
+    embedding, x = _text_encoder(
+        tokens,
+        vocab_size,
+        sequence_length,
+        num_layers=num_layers,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        position=position,
+        norm_first=norm_first,
+    )
+    x = keras.ops.take_along_axis(
+        x, keras.ops.expand_dims(mask_positions, -1), axis=1
+    )
+    x = keras.layers.Dense(embed_dim, activation="gelu", name="mlm_dense")(x)
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="mlm_norm")(x)
+    if tie_embeddings:
+        logits = embedding(x, reverse=True)
+    else:
+        logits = keras.layers.Dense(vocab_size, name="logits")(x)
+    return keras.Model(
+        {"tokens": tokens, "mask_positions": mask_positions},
+        logits,
+        name=name,
+    )
+
+
+def masked_lm_encoder(model):
+    """The encoder inside a `masked_lm` model, as a model of its own.
+
+    It shares its layers, and so its weights, with `model`: train one and
+    the other changes. Pass it to `text_classifier(..., encoder=...)` to
+    fine-tune the pretrained encoder.
+
+    Args:
+        model: A model built by `masked_lm` (or reloaded from its file).
+
+    Returns:
+        A `keras.Model` named `encoder` from tokens `(batch, seq)` (input
+        name `tokens`) to the last encoder layer's outputs
+        `(batch, seq, embed_dim)`, with the padding mask of token id 0.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import models
+
+    pretrained = models.masked_lm(
+        vocab_size=100, sequence_length=16, num_layers=1, embed_dim=32,
+        num_heads=2, ff_dim=64,
+    )
+    classifier = models.text_classifier(
+        vocab_size=100, sequence_length=16, num_classes=3,
+        encoder=models.masked_lm_encoder(pretrained),
+    )
+    logits = classifier(np.array([[5, 6, 7, 0]]))  # (1, 3)
+    ```
+    """
+    layer_names = [layer.name for layer in model.layers]
+    if "mlm_dense" not in layer_names:
+        raise ValueError(
+            "`model` must be built by `models.masked_lm`. Received: "
+            f"model={model.name!r} with layers {layer_names}"
+        )
+    # The encoder ends with its last block, or with the norm after it.
+    last = [name for name in layer_names if name.startswith("encoder_")][-1]
+    return keras.Model(
+        model.get_layer("tokens").output,
+        model.get_layer(last).output,
+        name="encoder",
+    )
 
 
 def causal_lm(

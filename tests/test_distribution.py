@@ -47,6 +47,13 @@ def builders():
             "sparse_categorical_crossentropy",
         ),
         (
+            "masked_lm",
+            lambda: models.masked_lm(30, 8, **small),
+            {"tokens": tokens, "mask_positions": tokens[:, :3] % 8},
+            tokens[:, 3:6],
+            "sparse_categorical_crossentropy",
+        ),
+        (
             "text_classifier",
             lambda: models.text_classifier(30, 8, 3, **small),
             tokens,

@@ -159,8 +159,28 @@ def forecaster_case():
     return model, series, series[:, :4], expected
 
 
+def masked_lm_case():
+    model = models.masked_lm(
+        vocab_size=30,
+        sequence_length=12,
+        num_layers=2,
+        embed_dim=16,
+        num_heads=2,
+        ff_dim=32,
+    )
+    rng = np.random.default_rng(0)
+    inputs = {
+        "tokens": rng.integers(1, 30, (8, 12)),
+        "mask_positions": rng.integers(0, 12, (8, 3)),
+    }
+    expected = (30 + 12) * 16 + 2 * encoder_block_params(16, 32)
+    expected += 16 * 16 + 16 + layer_norm_params(16)  # head; tied output
+    return model, inputs, rng.integers(1, 30, (8, 3)), expected
+
+
 CASES = {
     "seq2seq": seq2seq_case,
+    "masked_lm": masked_lm_case,
     "classifier_mean": lambda: classifier_case("mean"),
     "classifier_cls": lambda: classifier_case("cls"),
     "causal_lm": causal_lm_case,
