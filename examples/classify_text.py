@@ -12,56 +12,21 @@ regression trained on the same split in the same script.
 `--texts` takes one example per line: the label, a tab, then the text.
 """
 
-import ast
-import os
-import sysconfig
-
 import keras
 import numpy as np
 from common import (
+    DOCSTRING_PACKAGES,
     parse_arguments,
+    read_labelled_texts,
     save_figure,
+    standard_library_docstrings,
     training_callbacks,
     word_piece_tokenizer,
 )
 
 from keras_tfm import models
 
-PACKAGES = [
-    "asyncio", "email", "http", "importlib", "logging", "multiprocessing",
-    "tkinter", "xml",
-]  # fmt: skip
 SEQUENCE_LENGTH = 128
-
-
-def standard_library_docstrings():
-    """(package, docstring) for every documented function and class."""
-    root = sysconfig.get_paths()["stdlib"]
-    examples = []
-    for package in PACKAGES:
-        for directory, _, files in os.walk(os.path.join(root, package)):
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    path = os.path.join(directory, name)
-                    examples += [(package, doc) for doc in docstrings(path)]
-    return examples
-
-
-def docstrings(path):
-    with open(path, encoding="utf-8") as file:
-        tree = ast.parse(file.read())
-    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    for node in ast.walk(tree):
-        if isinstance(node, definitions):
-            doc = ast.get_docstring(node)
-            if doc and len(doc.split()) >= 5:
-                yield " ".join(doc.split())
-
-
-def read_texts(path):
-    with open(path, encoding="utf-8") as file:
-        rows = [line.rstrip("\n").split("\t", 1) for line in file]
-    return [(label, text) for label, text in rows if text]
 
 
 def bag_of_words_baseline(train_ids, train_y, test_ids, test_y, vocab_size):
@@ -112,7 +77,9 @@ def main():
         texts={"default": None, "help": "label<TAB>text lines"},
     )
     examples = (
-        read_texts(args.texts) if args.texts else standard_library_docstrings()
+        read_labelled_texts(args.texts)
+        if args.texts
+        else standard_library_docstrings(DOCSTRING_PACKAGES)
     )
     np.random.default_rng(args.seed).shuffle(examples)
     if args.quick:

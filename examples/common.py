@@ -1,9 +1,11 @@
-"""What every example shares: its command line and its training callbacks."""
+"""What the examples share: command line, callbacks, tokenizer and texts."""
 
 import argparse
+import ast
 import math
 import os
 import sys
+import sysconfig
 import tempfile
 
 import keras
@@ -174,6 +176,60 @@ def word_piece_tokenizer(
         lowercase=True,
         oov_token="[UNK]",
     )
+
+
+# Standard-library packages with many documented functions and classes: the
+# labels of the docstring classification tasks.
+DOCSTRING_PACKAGES = [
+    "asyncio", "email", "http", "importlib", "logging", "multiprocessing",
+    "tkinter", "xml",
+]  # fmt: skip
+
+
+def standard_library_docstrings(packages=None):
+    """`(package, docstring)` for every documented function and class.
+
+    Real text that ships with every Python install. `packages` limits it to
+    those top-level modules and packages; tests are left out.
+    """
+    root = sysconfig.get_paths()["stdlib"]
+    examples = []
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = sorted(
+            name
+            for name in subdirectories
+            if name not in ("test", "tests", "site-packages", "__pycache__")
+        )
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            package = os.path.relpath(path, root).split(os.sep)[0]
+            package = package.removesuffix(".py")
+            if name.endswith(".py") and (
+                packages is None or package in packages
+            ):
+                examples += [(package, doc) for doc in _docstrings(path)]
+    return examples
+
+
+def _docstrings(path):
+    with open(path, encoding="utf-8") as file:
+        try:
+            tree = ast.parse(file.read())
+        except SyntaxError:  # a few files are test data for Python 2 tools
+            return
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in ast.walk(tree):
+        if isinstance(node, definitions):
+            doc = ast.get_docstring(node)
+            if doc and len(doc.split()) >= 5:
+                yield " ".join(doc.split())
+
+
+def read_labelled_texts(path):
+    """`(label, text)` from lines of the label, a tab, then the text."""
+    with open(path, encoding="utf-8") as file:
+        rows = [line.rstrip("\n").split("\t", 1) for line in file]
+    return [(label, text) for label, text in rows if text]
 
 
 def save_figure(figure, output_dir, name):

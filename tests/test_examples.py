@@ -29,6 +29,12 @@ RUNS = [
     ("generate_text", "generate_text.py", [], "bits per byte"),
     ("vit_digits", "vit_digits.py", [], "Test accuracy:"),
     ("forecast", "forecast.py", [], "seasonal naive"),
+    (
+        "pretrain_finetune",
+        "pretrain_finetune.py",
+        [],
+        "reloaded in a fresh process",
+    ),
 ]
 MARKER = "=== example run: "
 
@@ -61,6 +67,13 @@ def test_examples_run_quick(tmp_path):
     )
     for name, _, _, expected in RUNS:
         assert expected in outputs[name], (name, outputs[name][-2000:])
+    # Every exported format serves the classifier's predictions.
+    served = [
+        line
+        for line in outputs["pretrain_finetune"].splitlines()
+        if "same predicted class" in line
+    ]
+    assert served and all("class 100.0%" in line for line in served), served
 
 
 if __name__ == "__main__":

@@ -276,10 +276,12 @@ class PositionalEmbedding(keras.layers.Layer):
             return embeddings
         length = ops.shape(inputs)[1]
         if self.position == "learned":
-            positions = ops.slice(
-                ops.convert_to_tensor(self.position_embeddings),
-                (start_index, 0),
-                (length, self.embed_dim),
+            # A gather, not a slice: JAX's shape-polymorphic export (used by
+            # `model.export`) cannot prove a slice of unknown length fits.
+            positions = ops.take(
+                self.position_embeddings,
+                ops.arange(length) + start_index,
+                axis=0,
             )
         else:
             positions = sinusoidal_signal(
@@ -303,7 +305,8 @@ class PositionalEmbedding(keras.layers.Layer):
                     f"Received ids from {low} to {high}."
                 )
         length = tokens.shape[1]
-        if isinstance(start_index, int) and length is not None:
+        # Unknown while tracing, or symbolic in JAX's shape-polymorphic export.
+        if isinstance(start_index, int) and isinstance(length, int):
             if start_index + length > self.sequence_length:
                 raise ValueError(
                     f"The input has {start_index + length} positions "
