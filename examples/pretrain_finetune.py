@@ -8,7 +8,7 @@ scratch on the same labels shows what the pretraining brought. The
 fine-tuned classifier is exported for serving and the export, reloaded in a
 fresh process without Keras, gives the same predictions.
 
-    python examples/pretrain_finetune.py          # about 5 minutes
+    python examples/pretrain_finetune.py          # about 11 minutes
     python examples/pretrain_finetune.py --pretraining-texts my.txt \\
         --texts my.tsv
 
