@@ -51,6 +51,19 @@ EXPORT_FORMATS = {
     "torch": ["torch"],
 }
 SUFFIXES = {"tf_saved_model": "", "onnx": ".onnx", "torch": ".pt2"}
+# And why the others are left out (Keras 3.15).
+NOT_EXPORTED = {
+    "tensorflow": {"torch": "Keras writes .pt2 files from PyTorch only"},
+    "jax": {
+        "onnx": "Keras needs the jax2onnx package, not installed here",
+        "torch": "Keras writes .pt2 files from PyTorch only",
+    },
+    "torch": {
+        "tf_saved_model": "Keras's exporter fails on this model",
+        "onnx": "Keras's TorchScript exporter fails on LayerNormalization "
+        "with a variable batch size",
+    },
+}
 
 
 def warmup_then_decay(peak, total_steps):
@@ -297,6 +310,8 @@ def main():
             f"  {export_format:<15} same predicted class {agreement:.1%}, "
             f"largest logit difference {difference:.1e}"
         )
+    for export_format, reason in NOT_EXPORTED[keras.backend.backend()].items():
+        print(f"  {export_format:<15} not exported: {reason}")
 
 
 if __name__ == "__main__":
