@@ -42,6 +42,7 @@ LABELS_PER_CLASS = 25
 TEST_FRACTION = 0.4
 FINE_TUNING_EPOCHS = 20
 ENCODER = {"num_layers": 2, "embed_dim": 128, "num_heads": 4, "ff_dim": 256}
+QUICK_ENCODER = {"num_layers": 1, "embed_dim": 32, "num_heads": 4, "ff_dim": 64}
 RESERVED_TOKENS = ("[PAD]", "[UNK]", "[MASK]")
 
 # What `model.export` writes, per backend (measured with this script).
@@ -118,7 +119,7 @@ def masked_batches(token_ids, tokenizer, seed, shuffle=True):
     )
 
 
-def pretrain(token_ids, tokenizer, args):
+def pretrain(token_ids, tokenizer, encoder_sizes, args):
     """Masked-language-model pretraining; returns the model."""
     split = int(len(token_ids) * 0.95)
     train = masked_batches(token_ids[:split], tokenizer, args.seed)
@@ -126,7 +127,7 @@ def pretrain(token_ids, tokenizer, args):
         token_ids[split:], tokenizer, args.seed, shuffle=False
     )
     model = models.masked_lm(
-        tokenizer.vocabulary_size(), SEQUENCE_LENGTH, **ENCODER
+        tokenizer.vocabulary_size(), SEQUENCE_LENGTH, **encoder_sizes
     )
     steps = args.epochs * int(np.ceil(split / BATCH_SIZE))
     model.compile(
@@ -260,9 +261,9 @@ def main():
     # Pretraining never sees the texts the classifiers are tested on.
     test_texts = {examples[index][1] for index in test}
     unlabelled = [text for text in unlabelled if text not in test_texts]
+    encoder_sizes = QUICK_ENCODER if args.quick else ENCODER
     if args.quick:
         unlabelled, test = unlabelled[:256], test[:64]
-        ENCODER.update(num_layers=1, embed_dim=32, ff_dim=64)
 
     tokenizer = word_piece_tokenizer(
         unlabelled, 4000, SEQUENCE_LENGTH, reserved_tokens=RESERVED_TOKENS
@@ -273,7 +274,10 @@ def main():
         f"{tokenizer.vocabulary_size()} word pieces"
     )
     pretrained = pretrain(
-        np.asarray(tokenizer(unlabelled), "int32"), tokenizer, args
+        np.asarray(tokenizer(unlabelled), "int32"),
+        tokenizer,
+        encoder_sizes,
+        args,
     )
 
     labels = sorted({label for label, _ in examples})
@@ -292,7 +296,7 @@ def main():
     fine_tuned = models.text_classifier(
         **classifier_options, encoder=models.masked_lm_encoder(pretrained)
     )
-    scratch = models.text_classifier(**classifier_options, **ENCODER)
+    scratch = models.text_classifier(**classifier_options, **encoder_sizes)
     fine_tuned_accuracy = fine_tune(
         fine_tuned, train_data, test_data, args.seed
     )
