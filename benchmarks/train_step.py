@@ -7,8 +7,9 @@ configuration, same parameter count, checked), and times them alternately:
 warm-up excluded, median over repetitions. On the torch backend a plain
 `torch.nn.TransformerEncoder` of the same configuration, trained with the
 same optimizer, adds a third row. Model-FLOPs utilisation is measured
-against the float32 matrix-multiply peak of this machine, measured in the
-same run.
+against this machine's matrix-multiply peak in the row's compute dtype
+(float32 or bfloat16), measured in the same run. `--batch` overrides the
+configs' batch size (a GPU needs more than 32 sequences to fill).
 
     KERAS_BACKEND=jax python -m benchmarks.train_step
     KERAS_BACKEND=torch python -m benchmarks.train_step --configs small
@@ -31,17 +32,39 @@ CONFIGS = {
                    "seq": 128, "batch": 32},
 }  # fmt: skip
 VOCAB = 8192
+PEAK_DTYPES = ("float32", "bfloat16")
 
 
-def matmul_peak_flops(size=2048, repeats=5):
-    """Best float32 matrix-multiply throughput of this backend, in FLOP/s."""
-    a = keras.random.normal((size, size))
-    b = keras.random.normal((size, size))
-    keras.ops.convert_to_numpy(keras.ops.matmul(a, b))  # warm-up
+def devices():
+    """This backend's devices (Keras's torch backend cannot list them)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return ["cuda:0" if torch.cuda.is_available() else "cpu:0"]
+    return keras.distribution.list_devices()
+
+
+def on_accelerator():
+    return not all(device.lower().startswith("cpu") for device in devices())
+
+
+def matmul_peak_flops(dtype, repeats=5):
+    """Best matrix-multiply throughput of this backend in `dtype`, FLOP/s."""
+    # Large enough that a GPU's launch overhead is negligible; small enough
+    # that a CPU takes a fraction of a second.
+    size = 8192 if on_accelerator() else 2048
+    a = keras.random.normal((size, size), dtype=dtype)
+    b = keras.random.normal((size, size), dtype=dtype)
+
+    def multiply():
+        # Summing on the device keeps the transfer to the host to one number.
+        keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.matmul(a, b)))
+
+    multiply()  # warm-up
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        keras.ops.convert_to_numpy(keras.ops.matmul(a, b))
+        multiply()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
@@ -123,10 +146,12 @@ def torch_runner(config, x, y, training):
             hidden = self.encoder(self.tokens(tokens) + self.positions)
             return self.head(hidden.mean(dim=1))
 
-    model = Classifier()
+    # The device Keras's torch backend places its tensors on.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = Classifier().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    tokens = torch.as_tensor(x, dtype=torch.long)
-    labels = torch.as_tensor(y, dtype=torch.long)
+    tokens = torch.as_tensor(x, dtype=torch.long, device=device)
+    labels = torch.as_tensor(y, dtype=torch.long, device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def train_step():
@@ -140,15 +165,15 @@ def torch_runner(config, x, y, training):
     def predict_step():
         model.eval()
         with torch.no_grad():
-            return model(tokens).numpy()
+            return model(tokens).cpu().numpy()
 
     parameters = sum(p.numel() for p in model.parameters())
     return (train_step if training else predict_step), parameters
 
 
-def benchmark(config_name, precision, training, steps, repeats, peak):
-    config = CONFIGS[config_name]
+def benchmark(config, precision, training, steps, repeats, peaks):
     keras.config.set_dtype_policy(precision)
+    peak = peaks[keras.config.dtype_policy().compute_dtype]
     rng = np.random.default_rng(0)
     x = rng.integers(1, VOCAB, (config["batch"], config["seq"]), dtype="int32")
     y = rng.integers(0, 2, (config["batch"],), dtype="int32")
@@ -178,7 +203,7 @@ def benchmark(config_name, precision, training, steps, repeats, peak):
     flops = model_flops(config, training)
     keras.config.set_dtype_policy("float32")
     return {
-        "config": config_name,
+        "config": config["name"],
         "precision": precision,
         "mode": "train" if training else "infer",
         "ms": {lib: 1000 * s for lib, s in seconds.items()},
@@ -189,11 +214,13 @@ def benchmark(config_name, precision, training, steps, repeats, peak):
     }
 
 
-def print_table(rows, peak):
+def print_table(rows, peaks):
     backend = keras.backend.backend()
-    print(f"\nbackend: {backend}; jit_compile: auto "
-          f"({'XLA' if backend == 'jax' else 'default'}); float32 matmul "
-          f"peak measured: {peak / 1e9:.0f} GFLOP/s")  # fmt: skip
+    measured = ", ".join(f"{d} {f / 1e12:.2f}" for d, f in peaks.items())
+    print(f"\nbackend: {backend}; devices: "
+          f"{', '.join(devices())}; jit_compile: auto "
+          f"({'XLA' if backend == 'jax' else 'default'}); matmul peak "
+          f"measured (TFLOP/s): {measured}")  # fmt: skip
     header = ("| config | precision | mode | keras-hub ms | keras_tfm ms | "
               "hub/tfm | torch.nn ms | tokens/s | compile s (hub/tfm) | "
               "MFU |")  # fmt: skip
@@ -218,22 +245,26 @@ def main():
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, help="overrides the configs'")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    peak = matmul_peak_flops()
+    peaks = {dtype: matmul_peak_flops(dtype) for dtype in PEAK_DTYPES}
     rows = []
-    for config in args.configs.split(","):
+    for name in args.configs.split(","):
+        config = {**CONFIGS[name], "name": name}
+        if args.batch:
+            config.update(batch=args.batch, name=f"{name}, batch {args.batch}")
         for precision in args.precisions.split(","):
             rows.append(
                 benchmark(
-                    config, precision, True, args.steps, args.repeats, peak
+                    config, precision, True, args.steps, args.repeats, peaks
                 )
             )
         rows.append(
-            benchmark(config, "float32", False, args.steps, args.repeats, peak)
+            benchmark(config, "float32", False, args.steps, args.repeats, peaks)
         )
-        print_table(rows, peak)  # a partial table, in case of interruption
-    print_table(rows, peak)
+        print_table(rows, peaks)  # a partial table, in case of interruption
+    print_table(rows, peaks)
 
 
 if __name__ == "__main__":
