@@ -57,8 +57,10 @@ def matmul_peak_flops(dtype, repeats=5):
     b = keras.random.normal((size, size), dtype=dtype)
 
     def multiply():
-        # Summing on the device keeps the transfer to the host to one number.
-        keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.matmul(a, b)))
+        # Summing on the device keeps the transfer to the host to one number
+        # (in float32: TensorFlow cannot hand NumPy a bfloat16 scalar).
+        total = keras.ops.sum(keras.ops.matmul(a, b))
+        keras.ops.convert_to_numpy(keras.ops.cast(total, "float32"))
 
     multiply()  # warm-up
     best = float("inf")
@@ -69,7 +71,7 @@ def matmul_peak_flops(dtype, repeats=5):
     return 2 * size**3 / best
 
 
-def build(library, config):
+def build(library, config, jit_compile):
     tokens = keras.Input((config["seq"],), dtype="int32")
     if library == "keras_tfm":
         x = PositionalEmbedding(VOCAB, config["seq"], config["width"])(tokens)
@@ -92,6 +94,7 @@ def build(library, config):
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(tokens, keras.layers.Dense(2)(x))
     model.compile(
+        jit_compile=jit_compile,
         optimizer=keras.optimizers.Adam(1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
@@ -171,7 +174,7 @@ def torch_runner(config, x, y, training):
     return (train_step if training else predict_step), parameters
 
 
-def benchmark(config, precision, training, steps, repeats, peaks):
+def benchmark(config, precision, training, options, peaks):
     keras.config.set_dtype_policy(precision)
     peak = peaks[keras.config.dtype_policy().compute_dtype]
     rng = np.random.default_rng(0)
@@ -179,7 +182,7 @@ def benchmark(config, precision, training, steps, repeats, peaks):
     y = rng.integers(0, 2, (config["batch"],), dtype="int32")
     runners, compile_seconds, parameters = {}, {}, {}
     for library in ("keras-hub", "keras_tfm"):
-        model = build(library, config)
+        model = build(library, config, options.jit_compile)
         runners[library] = keras_runner(model, x, y, training)
         parameters[library] = model.count_params()
         start = time.perf_counter()
@@ -196,9 +199,9 @@ def benchmark(config, precision, training, steps, repeats, peaks):
         # torch.nn adds no parameters beyond the same layers' weights.
         parameters["torch.nn"] = count
     timings = {library: [] for library in runners}
-    for _ in range(repeats):  # alternate, so drift hits every library
+    for _ in range(options.repeats):  # alternate: drift hits every library
         for library, runner in runners.items():
-            timings[library].append(time_steps(runner, steps))
+            timings[library].append(time_steps(runner, options.steps))
     seconds = {lib: statistics.median(t) for lib, t in timings.items()}
     flops = model_flops(config, training)
     keras.config.set_dtype_policy("float32")
@@ -214,12 +217,11 @@ def benchmark(config, precision, training, steps, repeats, peaks):
     }
 
 
-def print_table(rows, peaks):
+def print_table(rows, peaks, jit_compile):
     backend = keras.backend.backend()
     measured = ", ".join(f"{d} {f / 1e12:.2f}" for d, f in peaks.items())
     print(f"\nbackend: {backend}; devices: "
-          f"{', '.join(devices())}; jit_compile: auto "
-          f"({'XLA' if backend == 'jax' else 'default'}); matmul peak "
+          f"{', '.join(devices())}; jit_compile: {jit_compile}; matmul peak "
           f"measured (TFLOP/s): {measured}")  # fmt: skip
     header = ("| config | precision | mode | keras-hub ms | keras_tfm ms | "
               "hub/tfm | torch.nn ms | tokens/s | compile s (hub/tfm) | "
@@ -246,6 +248,12 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, help="overrides the configs'")
+    parser.add_argument(
+        "--jit-compile",
+        default="auto",
+        type=lambda value: {"true": True, "false": False}.get(value, value),
+        help="model.compile's jit_compile: auto (default), true or false",
+    )
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     peaks = {dtype: matmul_peak_flops(dtype) for dtype in PEAK_DTYPES}
@@ -255,16 +263,11 @@ def main():
         if args.batch:
             config.update(batch=args.batch, name=f"{name}, batch {args.batch}")
         for precision in args.precisions.split(","):
-            rows.append(
-                benchmark(
-                    config, precision, True, args.steps, args.repeats, peaks
-                )
-            )
-        rows.append(
-            benchmark(config, "float32", False, args.steps, args.repeats, peaks)
-        )
-        print_table(rows, peaks)  # a partial table, in case of interruption
-    print_table(rows, peaks)
+            rows.append(benchmark(config, precision, True, args, peaks))
+        rows.append(benchmark(config, "float32", False, args, peaks))
+        # A partial table, in case of interruption.
+        print_table(rows, peaks, args.jit_compile)
+    print_table(rows, peaks, args.jit_compile)
 
 
 if __name__ == "__main__":
