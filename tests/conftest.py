@@ -40,15 +40,15 @@ def attention_path(request, monkeypatch):
     return request.param
 
 
-def run_test_module(module, *arguments, env=None, timeout=600):
-    """Runs `python -m tests.<module> ARGUMENTS` from the repository root.
+def run_module(module, *arguments, env=None, timeout=600):
+    """Runs `python -m MODULE ARGUMENTS` from the repository root.
 
     For tests that need a fresh process: another backend, another device
     count, or imports done once for several runs. `env` adds to the current
     environment, whose `KERAS_BACKEND` defaults to this run's backend.
     """
     return subprocess.run(
-        [sys.executable, "-m", f"tests.{module}", *map(str, arguments)],
+        [sys.executable, "-m", module, *map(str, arguments)],
         cwd=ROOT,
         env={
             **os.environ,

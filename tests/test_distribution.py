@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_tfm import distribution, models
-from tests.conftest import run_test_module
+from tests.conftest import run_module
 
 DEVICES = 8
 MESH_SHAPE = (2, 4)
@@ -149,8 +149,8 @@ def main():
     reason="keras.distribution runs models on the JAX backend only",
 )
 def test_both_distributions_match_one_device_on_8_cpus():
-    result = run_test_module(
-        "test_distribution",
+    result = run_module(
+        "tests.test_distribution",
         env={
             "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
             "JAX_PLATFORMS": "cpu",

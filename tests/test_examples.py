@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_test_module
+from tests.conftest import run_module
 
 EXAMPLES = os.path.abspath(
     os.path.join(os.path.dirname(__file__), os.pardir, "examples")
@@ -57,7 +57,7 @@ def run_all(output):
 def test_examples_run_quick(tmp_path):
     lines = [f"go {i}.\tve {i}.\tattribution" for i in range(60)]
     (tmp_path / "pairs.txt").write_text("\n".join(lines), encoding="utf-8")
-    result = run_test_module("test_examples", tmp_path, timeout=900)
+    result = run_module("tests.test_examples", tmp_path, timeout=900)
     outputs = dict(
         part.split("\n", 1) for part in result.stdout.split(MARKER)[1:]
     )

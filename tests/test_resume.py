@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run_test_module
+from tests.conftest import ROOT, run_module
 
 EPOCHS = 3
 KILLED_AT = (1, 2)  # (epoch, batch)
@@ -65,12 +65,12 @@ def train(output_dir, crash):
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    result = run_test_module("test_resume", straight, "run")
+    result = run_module("tests.test_resume", straight, "run")
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_test_module("test_resume", resumed, "crash")
+    result = run_module("tests.test_resume", resumed, "crash")
     assert result.returncode == KILLED, result.stderr[-3000:]
     assert not (resumed / "final.npz").exists()
-    result = run_test_module("test_resume", resumed, "run")
+    result = run_module("tests.test_resume", resumed, "run")
     assert result.returncode == 0, result.stderr[-3000:]
 
     expected = np.load(straight / "final.npz")

@@ -17,7 +17,7 @@ from keras_tfm import (
     PositionalEmbedding,
     SinusoidalEncoding,
 )
-from tests.conftest import run_test_module, to_numpy
+from tests.conftest import run_module, to_numpy
 
 
 def every_layer_model():
@@ -75,8 +75,11 @@ def test_a_saved_model_loads_identically_on_another_backend(backend, tmp_path):
     model.save(str(tmp_path / "model.keras"))
     model.save_weights(str(tmp_path / "model.weights.h5"))
     np.save(tmp_path / "outputs.npy", to_numpy(model(example_inputs())))
-    result = run_test_module(
-        "test_saving", tmp_path, env={"KERAS_BACKEND": backend}, timeout=300
+    result = run_module(
+        "tests.test_saving",
+        tmp_path,
+        env={"KERAS_BACKEND": backend},
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert f"{backend}: model and weights load identically" in result.stdout
