@@ -15,9 +15,8 @@ import glob
 import tempfile
 
 import keras
-import numpy as np
 
-from benchmarks.train_step import CONFIGS, VOCAB, build
+from benchmarks.train_step import CONFIGS, build, random_batch
 
 # Profiler events on the op threads that are not ops (or that contain them).
 NOT_OPS = {"Process", "Record", "StartRegion", "StopRegion"}
@@ -60,13 +59,12 @@ def main():
     args = parser.parse_args()
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("Run with KERAS_BACKEND=tensorflow.")
-    config = {**CONFIGS[args.config], "name": args.config}
-    rng = np.random.default_rng(0)
-    x = rng.integers(1, VOCAB, (config["batch"], config["seq"]), dtype="int32")
-    y = rng.integers(0, 2, (config["batch"],), dtype="int32")
-    steps = args.steps
+    config = CONFIGS[args.config]
+    x, y = random_batch(config)
     profiles = {
-        library: op_milliseconds(build(library, config, "auto"), x, y, steps)
+        library: op_milliseconds(
+            build(library, config, "auto"), x, y, args.steps
+        )
         for library in ("keras-hub", "keras_tfm")
     }
     hub, tfm = profiles["keras-hub"], profiles["keras_tfm"]

@@ -174,12 +174,18 @@ def torch_runner(config, x, y, training):
     return (train_step if training else predict_step), parameters
 
 
-def benchmark(config, precision, training, options, peaks):
-    keras.config.set_dtype_policy(precision)
-    peak = peaks[keras.config.dtype_policy().compute_dtype]
+def random_batch(config):
+    """`(tokens, labels)`: one batch of `config`'s shape, the same each call."""
     rng = np.random.default_rng(0)
     x = rng.integers(1, VOCAB, (config["batch"], config["seq"]), dtype="int32")
     y = rng.integers(0, 2, (config["batch"],), dtype="int32")
+    return x, y
+
+
+def benchmark(config, precision, training, options, peaks):
+    keras.config.set_dtype_policy(precision)
+    peak = peaks[keras.config.dtype_policy().compute_dtype]
+    x, y = random_batch(config)
     runners, compile_seconds, parameters = {}, {}, {}
     for library in ("keras-hub", "keras_tfm"):
         model = build(library, config, options.jit_compile)
