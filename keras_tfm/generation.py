@@ -1,12 +1,30 @@
 """Autoregressive generation with a key/value cache.
 
-`generate()` decodes from a `models.causal_lm` or `models.seq2seq_transformer`
-model. Each step runs the decoder on one new position and attends to the
-keys and values cached from earlier steps, instead of running the model over
-the whole sequence again. The sampling loop is keras-hub's
-(`keras_hub.samplers`), and the whole loop, prefill included, is compiled
-once per input shape through Keras's own `predict_on_batch` (XLA on
-TensorFlow and JAX; eager on PyTorch, where nothing recompiles).
+`generate()` decodes from any model that implements the decoding contract
+below (`models.CausalLM` and `models.Seq2SeqTransformer` do). Each step runs
+the decoder on one new position and attends to the keys and values cached
+from earlier steps, instead of running the model over the whole sequence
+again.
+
+The decoding contract: a Keras model gets cached generation by having
+
+- `initial_cache(batch_size, max_length, **encoder_inputs)`: an empty cache,
+  any nested structure (tuple, dict) of tensors whose first axis is the
+  batch. `encoder_inputs` are the prompt dict's entries other than
+  `"decoder_tokens"` (an encoder-decoder model encodes them here, once).
+- `call_with_cache(tokens, cache, cache_index)`: the logits
+  `(batch, n, vocab)` of the `n` tokens at positions `cache_index` on,
+  and the updated cache, as `(logits, cache)`. The prompt is prefilled by one
+  call at `cache_index=0`, and each step is a call with one token.
+- optionally `sequence_length`, the longest sequence it takes.
+
+Calling the model itself (`model(tokens)`, or `model(prompt dict)`) must
+give the same logits for the whole sequence: that is the uncached path.
+
+The sampling loop is keras-hub's (`keras_hub.samplers`), and the whole
+loop, prefill included, is compiled once per input shape through Keras's
+own `predict_on_batch` (XLA on TensorFlow and JAX; eager on PyTorch, where
+nothing recompiles).
 """
 
 import keras
@@ -49,12 +67,13 @@ def generate(
     batch).
 
     Args:
-        model: A model from `models.causal_lm` (prompts are token ids) or
-            `models.seq2seq_transformer` (prompts are a dict with
+        model: A `models.CausalLM` (prompts are token ids), a
+            `models.Seq2SeqTransformer` (prompts are a dict with
             `"encoder_tokens"`, the source, and `"decoder_tokens"`, the
-            start of the target, usually its start token). Any other Keras
-            model mapping tokens `(batch, seq)` to logits
-            `(batch, seq, vocab)` is decoded without a cache.
+            start of the target, usually its start token), or any model
+            with the decoding contract of this module. Another Keras model
+            mapping tokens `(batch, seq)` to logits `(batch, seq, vocab)` is
+            decoded without a cache.
         prompt_tokens: Int token ids `(batch, prompt_length)` or a list of
             lists; for a seq2seq model the dict described above.
         max_new_tokens: Number of tokens to generate after each prompt.
@@ -92,19 +111,20 @@ def generate(
     """
     check_positive_int("max_new_tokens", max_new_tokens)
     _check_sampling(sampler, temperature, k, p, num_beams)
-    decoder = _CachedDecoder(model, use_cache)
-    prompt_tokens, encoder_tokens = decoder.split_prompt(prompt_tokens)
+    prompt_tokens, encoder_inputs = _split_prompt(prompt_tokens)
+    _check_model(model, encoder_inputs)
     rows = _compact_rows("prompt_tokens", prompt_tokens, pad_token_id)
-    if encoder_tokens is not None:
-        encoder_tokens = np.asarray(encoder_tokens)
-        if len(encoder_tokens) != len(rows):
+    for name, value in encoder_inputs.items():
+        if len(value) != len(rows):
             raise ValueError(
-                "`encoder_tokens` and `decoder_tokens` must have the same "
-                f"batch size. Received: {len(encoder_tokens)} and {len(rows)}"
+                f"`{name}` and `decoder_tokens` must have the same batch "
+                f"size. Received: {len(value)} and {len(rows)}"
             )
     lengths = np.array([len(row) for row in rows])
-    decoder.check_length(lengths.max() + max_new_tokens)
+    _check_length(model, lengths.max() + max_new_tokens)
+    use_cache = use_cache and _can_use_cache(model)
     options = {
+        "use_cache": use_cache,
         "temperature": temperature,
         "k": k,
         "p": p,
@@ -128,10 +148,12 @@ def generate(
         )
         for position, row in enumerate(group):
             buffer[position, : lengths[row]] = rows[row]
-        inputs = {"tokens": buffer, "prompt_lengths": lengths[group]}
-        if encoder_tokens is not None:
-            inputs["encoder_tokens"] = encoder_tokens[group]
-        tokens = _run_loop(decoder, sampler, inputs, seed, options)
+        inputs = {
+            **{name: value[group] for name, value in encoder_inputs.items()},
+            "tokens": buffer,
+            "prompt_lengths": lengths[group],
+        }
+        tokens = _run_loop(model, sampler, inputs, seed, options)
         for position, row in enumerate(group):
             start = lengths[row]
             outputs[row] = tokens[position, start : start + max_new_tokens]
@@ -151,10 +173,10 @@ def _check_sampling(sampler, temperature, k, p, num_beams):
         )
 
 
-def _run_loop(decoder, sampler, inputs, seed, options):
+def _run_loop(model, sampler, inputs, seed, options):
     """The token buffer after the compiled loop has filled it."""
     loop = _generation_loop(
-        decoder,
+        model,
         sampler,
         input_shapes=tuple(value.shape for value in inputs.values()),
         **options,
@@ -201,155 +223,71 @@ def _compact_rows(name, tokens, pad_token_id):
     return rows
 
 
-class _CachedDecoder:
-    """A builder model's layers, run one position at a time with caches.
+def _split_prompt(prompt_tokens):
+    """`(decoder prompt, encoder inputs)`: a dict prompt holds the decoder's
+    under `"decoder_tokens"` and the rest is for the encoder."""
+    if not isinstance(prompt_tokens, dict):
+        return prompt_tokens, {}
+    if "decoder_tokens" not in prompt_tokens:
+        raise ValueError(
+            "A dict of prompts needs the key 'decoder_tokens' (the start of "
+            "each target), beside the encoder's inputs such as "
+            f"'encoder_tokens'. Received keys: {sorted(prompt_tokens)}"
+        )
+    encoder_inputs = {
+        name: np.asarray(value)
+        for name, value in prompt_tokens.items()
+        if name != "decoder_tokens"
+    }
+    return prompt_tokens["decoder_tokens"], encoder_inputs
 
-    Finds the layers by the names the builders give them. The cached pass
-    skips dropout layers, which are the identity at inference.
-    """
 
-    def __init__(self, model, use_cache):
-        if not isinstance(model, keras.Model):
-            raise ValueError(
-                "`model` must be a Keras model. Received: "
-                f"{type(model).__name__}"
-            )
-        self.model = model
-        names = {layer.name for layer in model.layers}
-        self.is_seq2seq = "encoder_block_0" in names
-        self.use_cache = use_cache and "decoder_block_0" in names
+def _check_model(model, encoder_inputs):
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`model` must be a Keras model. Received: {type(model).__name__}"
+        )
+    # A functional model's inputs say whether a prompt must be a dict.
+    try:
+        expected = model.input
+    except (AttributeError, ValueError):  # not called yet: nothing to check
+        expected = None
+    if isinstance(expected, dict) and not encoder_inputs:
+        raise ValueError(
+            f"`model` takes the inputs {sorted(expected)}, so "
+            "`prompt_tokens` must be a dict with keys 'encoder_tokens' and "
+            "'decoder_tokens' (the source and the start of the target). "
+            "Received token ids only."
+        )
 
-        def find(*candidates):
-            for name in candidates:
-                if name in names:
-                    return model.get_layer(name)
-            return None
 
-        def stack(prefix):
-            count = 0
-            while f"{prefix}_block_{count}" in names:
-                count += 1
-            return [
-                model.get_layer(f"{prefix}_block_{i}") for i in range(count)
-            ]
+def _can_use_cache(model):
+    return hasattr(model, "initial_cache") and hasattr(model, "call_with_cache")
 
-        self.embedding = find("decoder_embedding", "embedding")
-        self.source_embedding = find("encoder_embedding", "embedding")
-        self.encoder_blocks = stack("encoder")
-        self.decoder_blocks = stack("decoder")
-        self.encoder_norm = find("encoder_norm")
-        self.decoder_norm = find("decoder_norm")
-        self.output_projection = find("logits")
 
-    def split_prompt(self, prompt_tokens):
-        """`(decoder prompt, encoder tokens or None)`."""
-        if not self.is_seq2seq:
-            return prompt_tokens, None
-        if not isinstance(prompt_tokens, dict) or set(prompt_tokens) != {
-            "encoder_tokens",
-            "decoder_tokens",
-        }:
-            raise ValueError(
-                "For a seq2seq model, `prompt_tokens` must be a dict with "
-                "keys 'encoder_tokens' and 'decoder_tokens'. Received: "
-                f"{type(prompt_tokens).__name__}"
-            )
-        return prompt_tokens["decoder_tokens"], prompt_tokens["encoder_tokens"]
-
-    def check_length(self, length):
-        limit = getattr(self.embedding, "sequence_length", None)
-        if limit is not None and length > limit:
-            raise ValueError(
-                "The longest prompt plus `max_new_tokens` must fit the "
-                f"model's `sequence_length` ({limit}). Received a total of "
-                f"{length}; lower `max_new_tokens`."
-            )
-
-    def logits(self, tokens, encoder_tokens):
-        """The model's own full forward pass."""
-        if self.is_seq2seq:
-            return self.model(
-                {"encoder_tokens": encoder_tokens, "decoder_tokens": tokens}
-            )
-        return self.model(tokens)
-
-    def encode(self, encoder_tokens):
-        """`(context, context_padding_mask)` of a seq2seq model."""
-        padding_mask = ops.not_equal(encoder_tokens, 0)
-        x = self.source_embedding(encoder_tokens)
-        for block in self.encoder_blocks:
-            x = block(x, padding_mask=padding_mask)
-        if self.encoder_norm is not None:
-            x = self.encoder_norm(x)
-        return x, padding_mask
-
-    def initial_cache(self, tokens, encoder_tokens):
-        """Caches for `tokens`' whole buffer, filled by one prefill pass."""
-        batch_size, max_length = ops.shape(tokens)[0], ops.shape(tokens)[1]
-        cache = {"self": []}
-        if self.is_seq2seq:
-            context, context_mask = self.encode(encoder_tokens)
-            cache["cross"] = [
-                block.compute_cross_attention_cache(context)
-                for block in self.decoder_blocks
-            ]
-            cache["context_mask"] = context_mask
-        x = self.embedding(tokens)
-        for index, block in enumerate(self.decoder_blocks):
-            x, block_cache = block(
-                x,
-                cache=block.initial_cache(batch_size, max_length),
-                **self._cross_attention_arguments(cache, index),
-            )
-            cache["self"].append(block_cache)
-        return cache
-
-    def step(self, tokens, cache, index):
-        """Logits for position `index` from the token at `index - 1`."""
-        position = index - 1
-        token = ops.slice(tokens, (0, position), (ops.shape(tokens)[0], 1))
-        x = self.embedding(token, start_index=position)
-        new_cache = {**cache, "self": []}
-        for layer_index, block in enumerate(self.decoder_blocks):
-            x, block_cache = block(
-                x,
-                cache=cache["self"][layer_index],
-                cache_index=position,
-                **self._cross_attention_arguments(cache, layer_index),
-            )
-            new_cache["self"].append(block_cache)
-        if self.decoder_norm is not None:
-            x = self.decoder_norm(x)
-        if self.output_projection is None:
-            logits = self.embedding(x, reverse=True)
-        else:
-            logits = self.output_projection(x)
-        return logits[:, 0, :], new_cache
-
-    @staticmethod
-    def _cross_attention_arguments(cache, layer_index):
-        if "cross" not in cache:
-            return {}
-        return {
-            "cross_attention_cache": cache["cross"][layer_index],
-            "context_padding_mask": cache["context_mask"],
-        }
+def _check_length(model, length):
+    limit = getattr(model, "sequence_length", None)
+    if limit is not None and length > limit:
+        raise ValueError(
+            "The longest prompt plus `max_new_tokens` must fit the "
+            f"model's `sequence_length` ({limit}). Received a total of "
+            f"{length}; lower `max_new_tokens`."
+        )
 
 
 class _GenerationLoop(keras.Model):
     """Prefill and keras-hub's sampling loop as one Keras model.
 
     Being a model lets `predict_on_batch` compile the whole loop per input
-    shape on each backend, with the decoder's weights (and the sampler's
-    random state) passed in as state rather than baked in as constants.
+    shape on each backend, with the decoded model's weights (and the
+    sampler's random state) passed in as state rather than baked in as
+    constants.
     """
 
-    def __init__(self, decoder, sampler, end_token_id):
+    def __init__(self, model, use_cache, sampler, end_token_id):
         super().__init__(name="generation_loop")
-        self.decoder = decoder
-        # Held directly too: Keras tracks the weights of a model attribute,
-        # not of one inside a plain object like `decoder`.
-        self.wrapped_model = decoder.model
+        self.wrapped_model = model
+        self.use_cache = use_cache
         self.sampler = sampler
         # Tracked, so that the random state advances between calls.
         self.seed_generator = getattr(sampler, "seed_generator", None)
@@ -363,27 +301,20 @@ class _GenerationLoop(keras.Model):
 
     def call(self, inputs):
         tokens = inputs["tokens"]
-        encoder_tokens = inputs.get("encoder_tokens")
+        encoder_inputs = {
+            name: value
+            for name, value in inputs.items()
+            if name not in ("tokens", "prompt_lengths")
+        }
         # The sampler overwrites no prompt token and starts at the shortest
         # prompt; longer prompts are copied through until they end.
         positions = ops.arange(ops.shape(tokens)[1])[None, :]
         prompt_lengths = ops.cast(inputs["prompt_lengths"], "int32")
         prompt_mask = positions < prompt_lengths[:, None]
-        if self.decoder.use_cache:
-            cache = self.decoder.initial_cache(tokens, encoder_tokens)
-
-            def next_logits(tokens, cache, index):
-                logits, cache = self.decoder.step(tokens, cache, index)
-                return logits, None, cache
-
+        if self.use_cache:
+            next_logits, cache = self._cached_step(tokens, encoder_inputs)
         else:
-            cache = {} if encoder_tokens is None else {"source": encoder_tokens}
-
-            def next_logits(tokens, cache, index):
-                logits = self.decoder.logits(tokens, cache.get("source"))
-                logits = ops.take(logits, index - 1, axis=1)
-                return logits, None, cache
-
+            next_logits, cache = self._uncached_step(encoder_inputs)
         return self.sampler(
             next_logits,
             tokens,
@@ -395,6 +326,31 @@ class _GenerationLoop(keras.Model):
             ),
             model=self,
         )
+
+    def _cached_step(self, tokens, encoder_inputs):
+        """The sampler's step function and the prefilled cache."""
+        model = self.wrapped_model
+        batch_size, max_length = ops.shape(tokens)[0], ops.shape(tokens)[1]
+        cache = model.initial_cache(batch_size, max_length, **encoder_inputs)
+        _, cache = model.call_with_cache(tokens, cache, 0)
+
+        def next_logits(tokens, cache, index):
+            token = ops.slice(tokens, (0, index - 1), (batch_size, 1))
+            logits, cache = model.call_with_cache(token, cache, index - 1)
+            return logits[:, 0, :], None, cache
+
+        return next_logits, cache
+
+    def _uncached_step(self, encoder_inputs):
+        """The sampler's step function running the whole model, and the
+        encoder inputs as its cache."""
+
+        def next_logits(tokens, cache, index):
+            inputs = {**cache, "decoder_tokens": tokens} if cache else tokens
+            logits = self.wrapped_model(inputs)
+            return ops.take(logits, index - 1, axis=1), None, cache
+
+        return next_logits, encoder_inputs
 
 
 def _make_sampler(sampler, temperature, k, p, num_beams):
@@ -414,23 +370,24 @@ def _make_sampler(sampler, temperature, k, p, num_beams):
     return samplers.BeamSampler(num_beams=num_beams, temperature=temperature)
 
 
-def _generation_loop(decoder, sampler, **options):
+def _generation_loop(model, sampler, **options):
     """The compiled loop for this model, sampler and input shapes.
 
     One loop per input shape: TensorFlow would otherwise retrace a second
     shape with unknown dimensions, which keras-hub's beam search rejects.
     """
-    key = (decoder.use_cache, sampler, *sorted(options.items()))
-    loops = getattr(decoder.model, _LOOPS_ATTRIBUTE, None)
+    key = (sampler, *sorted(options.items()))
+    loops = getattr(model, _LOOPS_ATTRIBUTE, None)
     if loops is None:
         loops = {}
         # Set past Keras's attribute tracking: the loops are a cache that
         # lives and dies with the model, not one of its layers (a global
         # cache would keep every model it has seen alive).
-        object.__setattr__(decoder.model, _LOOPS_ATTRIBUTE, loops)
+        object.__setattr__(model, _LOOPS_ATTRIBUTE, loops)
     if key not in loops:
         loop = _GenerationLoop(
-            decoder,
+            model,
+            options["use_cache"],
             _make_sampler(
                 sampler,
                 options["temperature"],

@@ -22,6 +22,7 @@ from keras_tfm.layers import (
     MultiHeadCrossAttention,
     MultiHeadSelfAttention,
 )
+from keras_tfm.models import Seq2SeqTransformer
 
 __all__ = ["from_torch", "load_torch", "load_torch_transformer"]
 
@@ -140,20 +141,21 @@ def load_torch(layer, module):
 
 
 def load_torch_transformer(model, transformer):
-    """Copies a `torch.nn.Transformer` into a `models.seq2seq_transformer`.
+    """Copies a `torch.nn.Transformer` into a `models.Seq2SeqTransformer`.
 
-    Every encoder and decoder layer goes into the matching
-    `encoder_block_<i>` / `decoder_block_<i>`, and the final encoder and
-    decoder norms into `encoder_norm` / `decoder_norm`. PyTorch's
-    `Transformer` always ends each stack with a LayerNorm, which the builder
-    has with `final_norm=True` (the default for `norm_first=True`). Build
-    the model with the PyTorch layers' `norm_first`. Embeddings and the
+    Every encoder and decoder layer goes into the matching block of
+    `model.encoder_blocks` / `model.decoder_blocks`, and the final encoder
+    and decoder norms into `model.encoder_norm` / `model.decoder_norm`.
+    PyTorch's `Transformer` always ends each stack with a LayerNorm, which
+    the model has with `final_norm=True` (the default for
+    `norm_first=True`). Build the model with the PyTorch layers'
+    `norm_first`. Embeddings and the
     output projection are not part of `torch.nn.Transformer` and are left
     as they are.
 
     Args:
-        model: A model from `models.seq2seq_transformer(...,
-            final_norm=True)` with as many layers as `transformer`.
+        model: A `models.Seq2SeqTransformer` built with `final_norm=True`
+            and as many layers as `transformer`.
         transformer: A `torch.nn.Transformer`.
 
     Returns:
@@ -182,27 +184,32 @@ def load_torch_transformer(model, transformer):
             "`transformer` must be a torch.nn.Transformer. Received: "
             f"{type(transformer).__name__}"
         )
-    names = {layer.name for layer in model.layers}
-    if "encoder_norm" not in names or "decoder_norm" not in names:
+    if not isinstance(model, Seq2SeqTransformer):
+        raise ValueError(
+            "`model` must be a `models.Seq2SeqTransformer`. Received: "
+            f"{type(model).__name__}"
+        )
+    if model.encoder_norm is None or model.decoder_norm is None:
         raise ValueError(
             "torch.nn.Transformer ends each stack with a LayerNorm, which "
             "`models.seq2seq_transformer` has with `final_norm=True` (the "
             "default for `norm_first=True`). Build `model` with "
             "`final_norm=True`."
         )
-    for stack in ("encoder", "decoder"):
-        torch_layers = getattr(transformer, stack).layers
-        blocks = sorted(n for n in names if n.startswith(f"{stack}_block_"))
-        if len(blocks) != len(torch_layers):
+    stacks = (
+        ("encoder", model.encoder_blocks, model.encoder_norm),
+        ("decoder", model.decoder_blocks, model.decoder_norm),
+    )
+    for stack, blocks, norm in stacks:
+        torch_stack = getattr(transformer, stack)
+        if len(blocks) != len(torch_stack.layers):
             raise ValueError(
                 f"`model` has {len(blocks)} {stack} blocks and `transformer` "
-                f"{len(torch_layers)} {stack} layers; they must match."
+                f"{len(torch_stack.layers)} {stack} layers; they must match."
             )
-        for index, torch_layer in enumerate(torch_layers):
-            load_torch(model.get_layer(f"{stack}_block_{index}"), torch_layer)
-        _load_norm(
-            model.get_layer(f"{stack}_norm"), getattr(transformer, stack).norm
-        )
+        for block, torch_layer in zip(blocks, torch_stack.layers, strict=True):
+            load_torch(block, torch_layer)
+        _load_norm(norm, torch_stack.norm)
     return model
 
 

@@ -189,6 +189,7 @@ class _MultiHeadAttention(keras.layers.Layer):
         key,
         value,
         mask,
+        *,
         is_causal,
         explicit,
         return_attention_scores,
@@ -388,10 +389,10 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             key,
             value,
             mask,
-            is_causal,
-            explicit,
-            return_attention_scores,
-            training,
+            is_causal=is_causal,
+            explicit=explicit,
+            return_attention_scores=return_attention_scores,
+            training=training,
         )
         if cache is None:
             return outputs
@@ -569,10 +570,10 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
             key,
             value,
             mask,
-            False,
-            return_attention_scores or explicit_attention_is_faster(),
-            return_attention_scores,
-            training,
+            is_causal=False,
+            explicit=return_attention_scores or explicit_attention_is_faster(),
+            return_attention_scores=return_attention_scores,
+            training=training,
         )
 
     def compute_cache(self, context):
@@ -594,6 +595,21 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
         config = super().get_config()
         del config["num_kv_heads"]
         return config
+
+
+def split_attention_result(result, *, has_scores, has_cache):
+    """`(outputs, scores, cache)` from what an attention layer returned.
+
+    The layers return their output, then the scores when
+    `return_attention_scores=True`, then the updated cache when given one
+    (see `MultiHeadSelfAttention`); the parts not asked for are None here.
+    """
+    if not (has_scores or has_cache):
+        return result, None, None
+    outputs = result[0]
+    scores = result[1] if has_scores else None
+    cache = result[-1] if has_cache else None
+    return outputs, scores, cache
 
 
 def check_cross_attention_inputs(x, context):

@@ -5,6 +5,7 @@ import keras
 from keras_tfm.layers.attention import (
     MultiHeadCrossAttention,
     MultiHeadSelfAttention,
+    split_attention_result,
 )
 from keras_tfm.layers.feed_forward import ACTIVATIONS, FeedForward
 from keras_tfm.layers.masks import get_keras_mask
@@ -90,24 +91,17 @@ class _TransformerBlock(keras.layers.Layer):
         layer.build(x_shape)
         return layer
 
-    def _residual(self, x, norm, sublayer):
-        """`x + sublayer(norm(x))` (pre-norm) or `norm(x + sublayer(x))`.
+    def _sublayer_input(self, x, norm):
+        return norm(x) if self.norm_first else x
 
-        Returns `(result, extras)`: an attention sublayer may return
-        `(outputs, *extras)` (its scores, its updated cache), and the extras
-        are passed back as a list; other sublayers give `[]`.
-        """
-        outputs = sublayer(norm(x) if self.norm_first else x)
-        extras = []
-        if isinstance(outputs, tuple):
-            outputs, *extras = outputs
-        if self.norm_first:
-            return x + outputs, extras
-        return norm(x + outputs), extras
+    def _add_residual(self, x, outputs, norm):
+        """`x + outputs` (pre-norm) or `norm(x + outputs)` (post-norm)."""
+        return x + outputs if self.norm_first else norm(x + outputs)
 
     def _self_attention_residual(
         self,
         x,
+        *,
         padding_mask,
         attention_mask,
         return_attention_scores,
@@ -115,34 +109,36 @@ class _TransformerBlock(keras.layers.Layer):
         cache=None,
         cache_index=0,
     ):
-        """The self-attention sublayer with its residual; `(result, extras)`.
+        """The self-attention sublayer with its residual.
 
         Without `padding_mask` or a cache, the Keras mask of the block's
-        input is used.
+        input is used. Returns `(x, scores, cache)`: `scores` is None unless
+        asked for, `cache` the updated cache or None without one.
         """
         if padding_mask is None and cache is None:
             padding_mask = get_keras_mask(x)
-        return self._residual(
-            x,
-            self.self_attention_norm,
-            lambda inputs: self.self_attention(
-                inputs,
-                padding_mask=padding_mask,
-                attention_mask=attention_mask,
-                cache=cache,
-                cache_index=cache_index,
-                return_attention_scores=return_attention_scores,
-                training=training,
-            ),
+        result = self.self_attention(
+            self._sublayer_input(x, self.self_attention_norm),
+            padding_mask=padding_mask,
+            attention_mask=attention_mask,
+            cache=cache,
+            cache_index=cache_index,
+            return_attention_scores=return_attention_scores,
+            training=training,
         )
+        outputs, scores, cache = split_attention_result(
+            result,
+            has_scores=return_attention_scores,
+            has_cache=cache is not None,
+        )
+        x = self._add_residual(x, outputs, self.self_attention_norm)
+        return x, scores, cache
 
     def _feed_forward_residual(self, x, training):
-        x, _ = self._residual(
-            x,
-            self.feed_forward_norm,
-            lambda inputs: self.feed_forward(inputs, training=training),
+        outputs = self.feed_forward(
+            self._sublayer_input(x, self.feed_forward_norm), training=training
         )
-        return x
+        return self._add_residual(x, outputs, self.feed_forward_norm)
 
     def get_config(self):
         return {
@@ -234,11 +230,15 @@ class EncoderBlock(_TransformerBlock):
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
-        x, scores = self._self_attention_residual(
-            x, padding_mask, attention_mask, return_attention_scores, training
+        x, scores, _ = self._self_attention_residual(
+            x,
+            padding_mask=padding_mask,
+            attention_mask=attention_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
         )
         x = self._feed_forward_residual(x, training)
-        return (x, *scores) if return_attention_scores else x
+        return (x, scores) if return_attention_scores else x
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -409,35 +409,35 @@ class DecoderBlock(_TransformerBlock):
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
         self._check_context(context, cross_attention_cache)
-        x, extras = self._self_attention_residual(
+        x, self_scores, cache = self._self_attention_residual(
             x,
-            padding_mask,
-            attention_mask,
-            return_attention_scores,
-            training,
+            padding_mask=padding_mask,
+            attention_mask=attention_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
             cache=cache,
             cache_index=cache_index,
         )
-        if cache is not None:
-            *extras, cache = extras
+        scores = (self_scores,)
         if self.cross_attention:
-            x, cross_scores = self._residual(
-                x,
-                self.cross_attention_norm,
-                lambda inputs: self.cross_attention_layer(
-                    inputs,
-                    context,
-                    context_padding_mask=context_padding_mask,
-                    cache=cross_attention_cache,
-                    return_attention_scores=return_attention_scores,
-                    training=training,
-                ),
+            result = self.cross_attention_layer(
+                self._sublayer_input(x, self.cross_attention_norm),
+                context,
+                context_padding_mask=context_padding_mask,
+                cache=cross_attention_cache,
+                return_attention_scores=return_attention_scores,
+                training=training,
             )
-            extras += cross_scores
+            outputs, cross_scores, _ = split_attention_result(
+                result, has_scores=return_attention_scores, has_cache=False
+            )
+            x = self._add_residual(x, outputs, self.cross_attention_norm)
+            scores += (cross_scores,)
         x = self._feed_forward_residual(x, training)
+        result = (x, *scores) if return_attention_scores else (x,)
         if cache is not None:
-            extras.append(cache)
-        return (x, *extras) if extras else x
+            result += (cache,)
+        return result if len(result) > 1 else x
 
     def initial_cache(self, batch_size, max_length):
         """An empty self-attention key/value cache for decoding.

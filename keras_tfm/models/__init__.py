@@ -1,0 +1,45 @@
+"""Model classes, one module per architecture, and their builders.
+
+Each architecture is a small `keras.Model` subclass built with the
+functional API in its `__init__` (keras-hub's `Backbone` pattern), so it
+trains with `model.fit`, prints with `model.summary()`, and saves and
+reloads with `model.save()` / `keras.models.load_model()` as the same class.
+Each keeps its parts as attributes (`embedding`, `blocks`, `final_norm`,
+...), and the decoders own their inference entry points: `CausalLM` and
+`Seq2SeqTransformer` implement `initial_cache` and `call_with_cache`, the
+decoding contract of `keras_tfm.generation`. Layer names (`embedding`,
+`encoder_block_0`, ...) are stable, so weight paths are too.
+
+The builder functions (`causal_lm(...)`, `seq2seq_transformer(...)`, ...)
+are the short way to make one.
+"""
+
+from keras_tfm.models.causal_lm import CausalLM, causal_lm
+from keras_tfm.models.forecaster import Forecaster, forecaster
+from keras_tfm.models.seq2seq import Seq2SeqTransformer, seq2seq_transformer
+from keras_tfm.models.text import (
+    MaskedLM,
+    TextClassifier,
+    TextEncoder,
+    masked_lm,
+    masked_lm_encoder,
+    text_classifier,
+)
+from keras_tfm.models.vision import ViTClassifier, vit_classifier
+
+__all__ = [
+    "CausalLM",
+    "Forecaster",
+    "MaskedLM",
+    "Seq2SeqTransformer",
+    "TextClassifier",
+    "TextEncoder",
+    "ViTClassifier",
+    "causal_lm",
+    "forecaster",
+    "masked_lm",
+    "masked_lm_encoder",
+    "seq2seq_transformer",
+    "text_classifier",
+    "vit_classifier",
+]

@@ -1,0 +1,66 @@
+"""What every keras_tfm model class shares: a functional graph built in
+`__init__` and a config of its constructor arguments."""
+
+import keras
+
+from keras_tfm.layers import EncoderBlock
+
+
+class FunctionalModel(keras.Model):
+    """A `keras.Model` whose functional graph is built in `__init__`.
+
+    keras-hub's `Backbone` pattern: a subclass creates its layers as
+    attributes, wires them with the functional API and calls
+    `super().__init__(inputs, outputs, name=...)`, so `summary()`, `fit`,
+    `save` and `plot_model` work as for any functional model, while other
+    code reaches the parts through the attributes. `get_config` returns the
+    constructor arguments (each subclass adds its own), and `from_config`
+    calls the constructor, so a reloaded model is of the same class.
+    """
+
+    def __setattr__(self, name, value):
+        # On PyTorch a Keras layer is a `torch.nn.Module`, which refuses
+        # sub-modules until its own `__init__` has run; the layers set before
+        # `super().__init__` are tracked by the functional graph instead.
+        if keras.backend.backend() == "torch" and not hasattr(self, "_tracker"):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def get_config(self):
+        # Not `super().get_config()`: a functional model's config is its
+        # graph, which the constructor cannot take.
+        return {"name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def encoder_blocks(num_layers, prefix="encoder", **block_options):
+    """`num_layers` `EncoderBlock`s named `{prefix}_block_{index}`."""
+    return [
+        EncoderBlock(name=f"{prefix}_block_{index}", **block_options)
+        for index in range(num_layers)
+    ]
+
+
+def stack_norm(prefix, enabled, epsilon=1e-5):
+    """The LayerNormalization `{prefix}_norm` that ends a stack, or None.
+
+    A pre-norm stack leaves its residual stream unnormalised, so it gets one
+    (`enabled=norm_first` by default in the models); a post-norm stack
+    already ends in a norm, though `torch.nn.Transformer` adds one there too.
+    """
+    if not enabled:
+        return None
+    return keras.layers.LayerNormalization(
+        epsilon=epsilon, name=f"{prefix}_norm"
+    )
+
+
+def run_stack(x, blocks, norm=None, **call_arguments):
+    """`x` through each block, then through `norm` if there is one."""
+    for block in blocks:
+        x = block(x, **call_arguments)
+    return x if norm is None else norm(x)

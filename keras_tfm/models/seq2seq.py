@@ -1,0 +1,332 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need"."""
+
+import keras
+from keras import ops
+
+from keras_tfm.layers import DecoderBlock, PositionalEmbedding
+from keras_tfm.layers.validation import check_positive_int
+from keras_tfm.models.base import (
+    FunctionalModel,
+    encoder_blocks,
+    run_stack,
+    stack_norm,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class Seq2SeqTransformer(FunctionalModel):
+    """The encoder-decoder Transformer of "Attention Is All You Need".
+
+    The defaults are the paper's base model. Token ids 0 are padding in both
+    inputs and are masked throughout (and, through the Keras mask on the
+    logits, left out of the loss). Embeddings are scaled by `sqrt(embed_dim)`
+    and followed by dropout, as in the paper.
+
+    With `tie_embeddings=True` and one vocabulary (`target_vocab_size` unset
+    or equal to `vocab_size`), the encoder embedding, the decoder embedding
+    and the output projection share one matrix and the projection has no
+    bias; with a 37,000-token vocabulary the base model then has 63,082,496
+    weights. With two vocabularies, tying shares the decoder embedding with
+    the output projection only.
+
+    The model implements the decoding contract of `keras_tfm.generation`:
+    `initial_cache` encodes the source once and computes every
+    cross-attention layer's keys and values, and `call_with_cache` runs the
+    decoder on new target positions.
+
+    Args:
+        vocab_size: Source vocabulary size (and target, unless
+            `target_vocab_size` is given).
+        sequence_length: Longest source or target sequence.
+        num_layers: Number of encoder blocks and of decoder blocks.
+        embed_dim: Model width.
+        num_heads: Attention heads per block.
+        ff_dim: Feed-forward hidden width.
+        dropout: Dropout rate on embeddings and on each sublayer's output.
+        target_vocab_size: Target vocabulary size, if different.
+        tie_embeddings: Whether to share embedding and output matrices.
+        position: `"sinusoidal"` (the paper) or `"learned"`.
+        norm_first: Pre-norm blocks (adds a final norm to each stack).
+        final_norm: Whether each stack ends with a LayerNormalization
+            (`encoder_norm`, `decoder_norm`). Defaults to `norm_first`;
+            `True` with post-norm blocks matches `torch.nn.Transformer`.
+        name: Model name.
+        **kwargs: Standard model arguments (`trainable`, ...).
+
+    Call arguments:
+        inputs: `{"encoder_tokens": (batch, src_len), "decoder_tokens":
+            (batch, tgt_len)}` int tensors.
+
+    Returns:
+        Logits `(batch, tgt_len, target_vocab_size)`.
+
+    Attributes:
+        encoder_embedding: The source `PositionalEmbedding` (`embedding`
+            when shared, else `encoder_embedding`).
+        decoder_embedding: The target `PositionalEmbedding`; the same layer
+            as `encoder_embedding` when the vocabulary is shared.
+        encoder_dropout, decoder_dropout: Dropout after each embedding.
+        encoder_blocks: The `EncoderBlock`s (`encoder_block_0`, ...).
+        decoder_blocks: The `DecoderBlock`s (`decoder_block_0`, ...).
+        encoder_norm, decoder_norm: The final LayerNormalization of each
+            stack, or None.
+        output_projection: The Dense layer to logits (`logits`), or None
+            when tied to `decoder_embedding`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import models
+
+    model = models.Seq2SeqTransformer(
+        vocab_size=100, sequence_length=16, num_layers=1, embed_dim=32,
+        num_heads=2, ff_dim=64,
+    )
+    source = np.array([[5, 6, 7, 0]])
+    logits = model({
+        "encoder_tokens": source,
+        "decoder_tokens": np.array([[1, 8, 9]]),
+    })  # (1, 3, 100)
+
+    # The same logits with the encoder run once and a key/value cache.
+    cache = model.initial_cache(1, max_length=3, encoder_tokens=source)
+    first, cache = model.call_with_cache(np.array([[1, 8]]), cache, 0)
+    last, cache = model.call_with_cache(np.array([[9]]), cache, 2)
+    ```
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        sequence_length,
+        num_layers=6,
+        embed_dim=512,
+        num_heads=8,
+        ff_dim=2048,
+        dropout=0.1,
+        target_vocab_size=None,
+        tie_embeddings=True,
+        position="sinusoidal",
+        norm_first=False,
+        final_norm=None,
+        name="seq2seq_transformer",
+        **kwargs,
+    ):
+        check_positive_int("num_layers", num_layers)
+        shared = tie_embeddings and target_vocab_size in (None, vocab_size)
+
+        def embedding(vocab, layer_name):
+            return PositionalEmbedding(
+                vocab,
+                sequence_length,
+                embed_dim,
+                position=position,
+                mask_zero=True,
+                scale_embeddings=True,
+                name=layer_name,
+            )
+
+        self.encoder_embedding = embedding(
+            vocab_size, "embedding" if shared else "encoder_embedding"
+        )
+        self.decoder_embedding = (
+            self.encoder_embedding
+            if shared
+            else embedding(target_vocab_size or vocab_size, "decoder_embedding")
+        )
+        self.encoder_dropout = keras.layers.Dropout(
+            dropout, name="encoder_dropout"
+        )
+        self.decoder_dropout = keras.layers.Dropout(
+            dropout, name="decoder_dropout"
+        )
+        block_options = {
+            "num_heads": num_heads,
+            "ff_dim": ff_dim,
+            "dropout": dropout,
+            "norm_first": norm_first,
+        }
+        self.encoder_blocks = encoder_blocks(num_layers, **block_options)
+        self.decoder_blocks = [
+            DecoderBlock(name=f"decoder_block_{index}", **block_options)
+            for index in range(num_layers)
+        ]
+        with_final_norm = norm_first if final_norm is None else final_norm
+        self.encoder_norm = stack_norm("encoder", with_final_norm)
+        self.decoder_norm = stack_norm("decoder", with_final_norm)
+        self.output_projection = (
+            None
+            if tie_embeddings
+            else keras.layers.Dense(
+                target_vocab_size or vocab_size, name="logits"
+            )
+        )
+
+        encoder_tokens = keras.Input(
+            (None,), dtype="int32", name="encoder_tokens"
+        )
+        decoder_tokens = keras.Input(
+            (None,), dtype="int32", name="decoder_tokens"
+        )
+        context = self.encode(encoder_tokens)
+        x = self.decoder_dropout(self.decoder_embedding(decoder_tokens))
+        x = run_stack(x, self.decoder_blocks, context=context)
+        super().__init__(
+            {
+                "encoder_tokens": encoder_tokens,
+                "decoder_tokens": decoder_tokens,
+            },
+            self._logits(x),
+            name=name,
+            **kwargs,
+        )
+
+        self.vocab_size = vocab_size
+        self.sequence_length = sequence_length
+        self.num_layers = num_layers
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.ff_dim = ff_dim
+        self.dropout = dropout
+        self.target_vocab_size = target_vocab_size
+        self.tie_embeddings = tie_embeddings
+        self.position = position
+        self.norm_first = norm_first
+        self.final_norm = final_norm
+
+    def encode(self, encoder_tokens):
+        """The encoder's output for `encoder_tokens`, computed once.
+
+        Args:
+            encoder_tokens: Int source ids `(batch, src_len)`, 0 for padding.
+
+        Returns:
+            `(batch, src_len, embed_dim)`.
+        """
+        padding_mask = ops.not_equal(encoder_tokens, 0)
+        x = self.encoder_dropout(self.encoder_embedding(encoder_tokens))
+        return run_stack(
+            x, self.encoder_blocks, self.encoder_norm, padding_mask=padding_mask
+        )
+
+    def _logits(self, x):
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        if self.output_projection is None:
+            return self.decoder_embedding(x, reverse=True)
+        return self.output_projection(x)
+
+    def initial_cache(self, batch_size, max_length, encoder_tokens=None):
+        """Encodes the source and returns an empty decoder cache.
+
+        Args:
+            batch_size: Number of sequences decoded together.
+            max_length: Longest target sequence the cache holds.
+            encoder_tokens: Int source ids `(batch_size, src_len)`, 0 for
+                padding.
+
+        Returns:
+            A dict: `"self_attention"`, one empty `(batch, 2, max_length,
+            num_heads, head_dim)` key/value cache per decoder block;
+            `"cross_attention"`, each block's keys and values of the
+            encoder output; `"context_padding_mask"`, `(batch, src_len)`.
+        """
+        if encoder_tokens is None:
+            raise ValueError(
+                "A Seq2SeqTransformer decodes from a source: pass "
+                "`encoder_tokens` (to `generation.generate`, a prompt dict "
+                "with keys 'encoder_tokens' and 'decoder_tokens'). Received: "
+                "encoder_tokens=None"
+            )
+        context = self.encode(encoder_tokens)
+        return {
+            "self_attention": tuple(
+                block.initial_cache(batch_size, max_length)
+                for block in self.decoder_blocks
+            ),
+            "cross_attention": tuple(
+                block.compute_cross_attention_cache(context)
+                for block in self.decoder_blocks
+            ),
+            "context_padding_mask": ops.not_equal(encoder_tokens, 0),
+        }
+
+    def call_with_cache(self, tokens, cache, cache_index):
+        """The decoder on target positions from `cache_index` on.
+
+        See `CausalLM.call_with_cache`; the encoder's part of the cache is
+        read, not changed.
+
+        Args:
+            tokens: Int target ids `(batch, n)` at positions `cache_index`
+                to `cache_index + n - 1`.
+            cache: From `initial_cache()` or the previous call.
+            cache_index: Position of `tokens[:, 0]`.
+
+        Returns:
+            `(logits, cache)`: logits `(batch, n, target_vocab_size)` and
+            the updated cache.
+        """
+        x = self.decoder_embedding(tokens, start_index=cache_index)
+        self_attention_cache = []
+        for block, block_cache, cross_attention_cache in zip(
+            self.decoder_blocks,
+            cache["self_attention"],
+            cache["cross_attention"],
+            strict=True,
+        ):
+            x, block_cache = block(
+                x,
+                cache=block_cache,
+                cache_index=cache_index,
+                cross_attention_cache=cross_attention_cache,
+                context_padding_mask=cache["context_padding_mask"],
+            )
+            self_attention_cache.append(block_cache)
+        new_cache = {**cache, "self_attention": tuple(self_attention_cache)}
+        return self._logits(x), new_cache
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "sequence_length": self.sequence_length,
+            "num_layers": self.num_layers,
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "ff_dim": self.ff_dim,
+            "dropout": self.dropout,
+            "target_vocab_size": self.target_vocab_size,
+            "tie_embeddings": self.tie_embeddings,
+            "position": self.position,
+            "norm_first": self.norm_first,
+            "final_norm": self.final_norm,
+        }
+
+
+def seq2seq_transformer(*args, **kwargs):
+    """Builds a `Seq2SeqTransformer`; takes the same arguments.
+
+    Returns:
+        A `Seq2SeqTransformer` taking `{"encoder_tokens": (batch, src_len),
+        "decoder_tokens": (batch, tgt_len)}` int tensors and returning
+        logits `(batch, tgt_len, target_vocab_size)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import models
+
+    model = models.seq2seq_transformer(
+        vocab_size=100, sequence_length=16, num_layers=1, embed_dim=32,
+        num_heads=2, ff_dim=64,
+    )
+    logits = model({
+        "encoder_tokens": np.array([[5, 6, 7, 0]]),
+        "decoder_tokens": np.array([[1, 8, 9]]),
+    })  # (1, 3, 100)
+    ```
+    """
+    return Seq2SeqTransformer(*args, **kwargs)
