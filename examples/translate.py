@@ -167,10 +167,7 @@ def same_text(a, b):
 def plot_cross_attention(model, tokenizer, inputs, index=0):
     """What the last decoder block reads from the source, per target piece,
     on one held-out pair (teacher forcing), averaged over heads."""
-    names = [
-        layer.name for layer in model.layers if "decoder_block" in layer.name
-    ]
-    block = model.get_layer(names[-1])
+    block = model.decoder_blocks[-1]
     inputs = {name: array[index : index + 1] for name, array in inputs.items()}
     # The last block's inputs: the previous block's output and the encoder's.
     decoder_hidden, encoder_output = keras.Model(model.inputs, block.input)(

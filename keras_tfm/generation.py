@@ -335,7 +335,8 @@ class _GenerationLoop(keras.Model):
         _, cache = model.call_with_cache(tokens, cache, 0)
 
         def next_logits(tokens, cache, index):
-            token = ops.slice(tokens, (0, index - 1), (batch_size, 1))
+            # Beam search calls this with `num_beams` rows per prompt.
+            token = ops.slice(tokens, (0, index - 1), (ops.shape(tokens)[0], 1))
             logits, cache = model.call_with_cache(token, cache, index - 1)
             return logits[:, 0, :], None, cache
 

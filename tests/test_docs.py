@@ -18,7 +18,6 @@ from keras_tfm import (
     distribution,
     generation,
     interop,
-    layers,
     models,
     visualize,
 )
@@ -33,7 +32,6 @@ PUBLIC_LAYERS = [
 ]
 DOCUMENTED = (
     PUBLIC_LAYERS
-    + [layers.PatchEmbedding, layers.FirstTokenPooling]
     + [getattr(m, n) for m in PUBLIC_MODULES.values() for n in m.__all__]
     + [visualize.plot_attention, visualize.plot_positional_encoding]
     + [distribution.layout_map]

@@ -10,9 +10,16 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
-from keras_tfm import DecoderBlock, MultiHeadSelfAttention, generation, models
-from keras_tfm.generation import _CachedDecoder
+from keras_tfm import (
+    DecoderBlock,
+    EncoderBlock,
+    MultiHeadSelfAttention,
+    PositionalEmbedding,
+    generation,
+    models,
+)
 from tests.conftest import random_inputs, to_numpy
 
 VOCAB = 40
@@ -111,12 +118,15 @@ PROMPTS = [[5, 6, 7, 8], [9, 10]]
 def test_cached_step_logits_equal_the_full_forward_pass(language_model):
     tokens = np.array([[5, 6, 7, 8, 9, 10]], "int32")
     full = to_numpy(language_model(tokens))
-    decoder = _CachedDecoder(language_model, use_cache=True)
-    cache = decoder.initial_cache(tokens, None)
-    for index in range(4, tokens.shape[1] + 1):
-        logits, cache = decoder.step(tokens, cache, index)
+    cache = language_model.initial_cache(1, tokens.shape[1])
+    prefill, cache = language_model.call_with_cache(tokens[:, :4], cache, 0)
+    np.testing.assert_allclose(to_numpy(prefill), full[:, :4], atol=1e-4)
+    for index in range(4, tokens.shape[1]):
+        logits, cache = language_model.call_with_cache(
+            tokens[:, index : index + 1], cache, index
+        )
         np.testing.assert_allclose(
-            to_numpy(logits), full[:, index - 1], atol=1e-4
+            to_numpy(logits)[:, 0], full[:, index], atol=1e-4
         )
 
 
@@ -240,3 +250,80 @@ def test_a_model_saved_after_generating_holds_only_its_own_weights(
 def test_a_seq2seq_model_needs_both_prompts(translator):
     with pytest.raises(ValueError, match="'encoder_tokens' and"):
         generation.generate(translator, PROMPTS, 4)
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm_tests")
+class UserTranslator(keras.Model):
+    """An encoder-decoder written with the blocks, not by a builder: it has
+    its own names and layout, and only the decoding contract."""
+
+    def __init__(self, vocab_size=VOCAB, width=16, **kwargs):
+        super().__init__(**kwargs)
+        self.sequence_length = 12
+        self.source_embedding = PositionalEmbedding(
+            vocab_size, self.sequence_length, width, mask_zero=True
+        )
+        self.target_embedding = PositionalEmbedding(
+            vocab_size, self.sequence_length, width, position="sinusoidal"
+        )
+        self.encoder = EncoderBlock(2, 32, dropout=0)
+        self.decoder = DecoderBlock(2, 32, dropout=0, num_kv_heads=1)
+        self.to_logits = keras.layers.Dense(vocab_size)
+
+    def call(self, inputs):
+        source = inputs["encoder_tokens"]
+        context = self.encoder(self.source_embedding(source))
+        x = self.target_embedding(inputs["decoder_tokens"])
+        x = self.decoder(x, context, context_padding_mask=source != 0)
+        return self.to_logits(x)
+
+    def initial_cache(self, batch_size, max_length, encoder_tokens):
+        context = self.encoder(self.source_embedding(encoder_tokens))
+        return {
+            "self": self.decoder.initial_cache(batch_size, max_length),
+            "cross": self.decoder.compute_cross_attention_cache(context),
+            "source_mask": ops.not_equal(encoder_tokens, 0),
+        }
+
+    def call_with_cache(self, tokens, cache, cache_index):
+        x = self.target_embedding(tokens, start_index=cache_index)
+        x, self_cache = self.decoder(
+            x,
+            cache=cache["self"],
+            cache_index=cache_index,
+            cross_attention_cache=cache["cross"],
+            context_padding_mask=cache["source_mask"],
+        )
+        return self.to_logits(x), {**cache, "self": self_cache}
+
+
+def test_a_model_of_ones_own_gets_cached_generation():
+    model = UserTranslator()
+    prompts = {
+        "encoder_tokens": np.array([[5, 6, 7, 0], [8, 9, 10, 11]]),
+        "decoder_tokens": [[1], [1, 12, 13]],
+    }
+    model({"encoder_tokens": prompts["encoder_tokens"][:, :2],
+           "decoder_tokens": np.ones((2, 1), "int32")})  # fmt: skip
+    cached = generation.generate(model, prompts, 5)
+    np.testing.assert_array_equal(
+        cached, generation.generate(model, prompts, 5, use_cache=False)
+    )
+    # Its own `sequence_length` bounds the request.
+    with pytest.raises(ValueError, match=r"`sequence_length` \(12\)"):
+        generation.generate(model, prompts, 10)
+
+
+def test_class_decoding_equals_the_model_on_the_whole_sequence(translator):
+    source = np.array([[5, 6, 7, 0], [8, 9, 10, 11]])
+    target = np.array([[1, 12, 13, 14, 15], [1, 16, 17, 18, 19]])
+    full = to_numpy(
+        translator({"encoder_tokens": source, "decoder_tokens": target})
+    )
+    cache = translator.initial_cache(2, 5, encoder_tokens=source)
+    prefill, cache = translator.call_with_cache(target[:, :3], cache, 0)
+    step, cache = translator.call_with_cache(target[:, 3:4], cache, 3)
+    np.testing.assert_allclose(to_numpy(prefill), full[:, :3], atol=1e-4)
+    np.testing.assert_allclose(to_numpy(step), full[:, 3:4], atol=1e-4)
+    with pytest.raises(ValueError, match="encoder_tokens=None"):
+        translator.initial_cache(2, 5)

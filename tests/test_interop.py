@@ -162,9 +162,9 @@ def test_seq2seq_blocks_match_torch_transformer(norm_first):
         "encoder_tokens": np.array([[3, 4, 5, 6, 7, 8], [9, 10, 11, 0, 0, 0]]),
         "decoder_tokens": np.array([[1, 5, 6, 7, 8], [1, 9, 10, 11, 12]]),
     }
-    layers = ["encoder_dropout", "decoder_dropout", "decoder_norm"]
+    layers = [model.encoder_dropout, model.decoder_dropout, model.decoder_norm]
     source, target, decoded = keras.Model(
-        model.inputs, [model.get_layer(name).output for name in layers]
+        model.inputs, [layer.output for layer in layers]
     )(tokens)
     with torch.no_grad():
         expected = transformer(

@@ -76,8 +76,8 @@ def test_logits_at_a_position_are_the_full_sequence_head():
     logits = to_numpy(model(inputs))
     encoder = models.masked_lm_encoder(model)
     states = encoder(inputs["tokens"])
-    head = model.get_layer("mlm_norm")(model.get_layer("mlm_dense")(states))
-    table = to_numpy(model.get_layer("embedding").token_embedding.embeddings)
+    head = model.head_norm(model.head_dense(states))
+    table = to_numpy(encoder.embedding.token_embedding.embeddings)
     full = to_numpy(head) @ table.T
     expected = np.take_along_axis(
         full, inputs["mask_positions"][..., None], axis=1
@@ -91,7 +91,7 @@ def test_classifier_shares_the_pretrained_encoder_weights():
     classifier = models.text_classifier(
         VOCAB, LENGTH, num_classes=2, encoder=encoder
     )
-    head = classifier.get_layer("logits")
+    head = classifier.head
     assert (
         classifier.count_params()
         == encoder.count_params() + head.count_params()
@@ -103,7 +103,7 @@ def test_classifier_shares_the_pretrained_encoder_weights():
     tokens = np.array([[3, 4, 5, 6, 0, 0]])
     before = to_numpy(classifier(tokens))
     # Changing the pretrained model's weight changes the classifier.
-    kernel = model.get_layer("encoder_block_0").weights[0]
+    kernel = model.encoder.blocks[0].weights[0]
     kernel.assign(to_numpy(kernel) * 2.0)
     assert not np.allclose(to_numpy(classifier(tokens)), before)
     # Fine-tuning the classifier changes the pretrained model.
@@ -151,7 +151,7 @@ def test_encoder_argument_errors():
         models.text_classifier(VOCAB + 1, LENGTH, 2, encoder=encoder)
     with pytest.raises(ValueError, match="`sequence_length` must match"):
         models.text_classifier(VOCAB, LENGTH * 2, 2, encoder=encoder)
-    with pytest.raises(ValueError, match="`encoder` must be a keras.Model"):
+    with pytest.raises(ValueError, match="`encoder` must be a `models.Te"):
         models.text_classifier(VOCAB, LENGTH, 2, encoder="bert")
-    with pytest.raises(ValueError, match="`model` must be built by"):
+    with pytest.raises(ValueError, match="`model` must be a `models.MaskedLM`"):
         models.masked_lm_encoder(models.causal_lm(VOCAB, LENGTH, **SIZES))

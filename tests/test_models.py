@@ -1,5 +1,7 @@
 """Model builders: parameter counts, a training step, save and reload."""
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -210,6 +212,8 @@ def test_builder_counts_trains_saves_and_reloads(case, tmp_path):
     path = str(tmp_path / "model.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
+    assert type(reloaded) is type(model)
+    assert reloaded.get_config() == model.get_config()
     np.testing.assert_allclose(to_numpy(reloaded(inputs)), expected, atol=1e-5)
 
 
@@ -218,7 +222,8 @@ def test_tied_seq2seq_shares_one_matrix_after_reload(tmp_path):
     path = str(tmp_path / "model.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
-    embedding = reloaded.get_layer("embedding")
+    embedding = reloaded.decoder_embedding
+    assert embedding is reloaded.encoder_embedding
     assert reloaded.count_params() == model.count_params()
     table = embedding.token_embedding.embeddings
     table.assign(np.zeros(table.shape, "float32"))
@@ -236,3 +241,12 @@ def test_builder_argument_errors():
         models.vit_classifier(8, 3, 10)
     with pytest.raises(ValueError, match="horizon=0"):
         models.forecaster(12, 0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_config_lists_every_constructor_argument(case):
+    model = CASES[case]()[0]
+    arguments = inspect.signature(type(model).__init__).parameters
+    expected = set(arguments) - {"self", "kwargs"}
+    assert expected <= set(model.get_config())
+    assert model.name == type(model).from_config(model.get_config()).name

@@ -1,5 +1,6 @@
 """Models save to .keras and reload (safe_mode=True) to the same outputs,
-on the same backend and on the other two."""
+on the same backend and on the other two: a functional model of every layer,
+and every model class of `keras_tfm.models`."""
 
 import os
 import sys
@@ -18,6 +19,7 @@ from keras_tfm import (
     SinusoidalEncoding,
 )
 from tests.conftest import run_module, to_numpy
+from tests.test_models import CASES as MODEL_CASES
 
 
 def every_layer_model():
@@ -75,6 +77,10 @@ def test_a_saved_model_loads_identically_on_another_backend(backend, tmp_path):
     model.save(str(tmp_path / "model.keras"))
     model.save_weights(str(tmp_path / "model.weights.h5"))
     np.save(tmp_path / "outputs.npy", to_numpy(model(example_inputs())))
+    for name, case in MODEL_CASES.items():
+        model, inputs, _, _ = case()
+        model.save(str(tmp_path / f"{name}.keras"))
+        np.save(tmp_path / f"{name}.npy", to_numpy(model(inputs)))
     result = run_module(
         "tests.test_saving",
         tmp_path,
@@ -94,6 +100,16 @@ def load_elsewhere(directory):
     for loaded in (model, fresh):
         outputs = to_numpy(loaded(example_inputs()))
         np.testing.assert_allclose(outputs, expected, atol=1e-5, rtol=1e-5)
+    for name, case in MODEL_CASES.items():
+        built, inputs, _, _ = case()
+        loaded = keras.models.load_model(
+            os.path.join(directory, f"{name}.keras")
+        )
+        assert type(loaded) is type(built), (name, type(loaded))
+        expected = np.load(os.path.join(directory, f"{name}.npy"))
+        np.testing.assert_allclose(
+            to_numpy(loaded(inputs)), expected, atol=1e-5, rtol=1e-5
+        )
     print(f"{keras.backend.backend()}: model and weights load identically")
 
 

@@ -212,6 +212,10 @@ class CausalLM(FunctionalModel):
 def causal_lm(*args, **kwargs):
     """Builds a `CausalLM`; takes the same arguments.
 
+    Args:
+        *args: Positional arguments of `CausalLM`.
+        **kwargs: Keyword arguments of `CausalLM`.
+
     Returns:
         A `CausalLM` from int tokens `(batch, seq)` (input name `tokens`)
         to next-token logits `(batch, seq, vocab_size)`.

@@ -137,6 +137,10 @@ class Forecaster(FunctionalModel):
 def forecaster(*args, **kwargs):
     """Builds a `Forecaster`; takes the same arguments.
 
+    Args:
+        *args: Positional arguments of `Forecaster`.
+        **kwargs: Keyword arguments of `Forecaster`.
+
     Returns:
         A `Forecaster` from `(batch, input_length, num_features)` floats
         (input name `series`) to `(batch, horizon, num_features)`.

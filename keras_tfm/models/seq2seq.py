@@ -308,6 +308,10 @@ class Seq2SeqTransformer(FunctionalModel):
 def seq2seq_transformer(*args, **kwargs):
     """Builds a `Seq2SeqTransformer`; takes the same arguments.
 
+    Args:
+        *args: Positional arguments of `Seq2SeqTransformer`.
+        **kwargs: Keyword arguments of `Seq2SeqTransformer`.
+
     Returns:
         A `Seq2SeqTransformer` taking `{"encoder_tokens": (batch, src_len),
         "decoder_tokens": (batch, tgt_len)}` int tensors and returning

@@ -134,8 +134,24 @@ def _check_encoder(encoder):
         )
 
 
+class _ModelOnEncoder(FunctionalModel):
+    """A model built on a `TextEncoder` it holds as `self.encoder`; its
+    config holds the encoder's, as keras-hub's tasks hold their backbone."""
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        encoder = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**{**config, "encoder": encoder})
+
+
 @keras.saving.register_keras_serializable(package="keras_tfm")
-class TextClassifier(FunctionalModel):
+class TextClassifier(_ModelOnEncoder):
     """A `TextEncoder` with a pooling and a dense classification head.
 
     The classifier calls `encoder` as a layer: it shares the encoder's
@@ -212,16 +228,10 @@ class TextClassifier(FunctionalModel):
     def get_config(self):
         return {
             **super().get_config(),
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
             "num_classes": self.num_classes,
             "pooling": self.pooling,
             "dropout": self.dropout,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        encoder = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**{**config, "encoder": encoder})
 
 
 def text_classifier(
@@ -311,7 +321,7 @@ def text_classifier(
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
-class MaskedLM(FunctionalModel):
+class MaskedLM(_ModelOnEncoder):
     """A `TextEncoder` pretrained by predicting masked tokens (BERT).
 
     The head follows BERT: a dense GELU layer and a layer norm at each masked
@@ -405,16 +415,7 @@ class MaskedLM(FunctionalModel):
         return self.output_projection(x)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "tie_embeddings": self.tie_embeddings,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        encoder = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**{**config, "encoder": encoder})
+        return {**super().get_config(), "tie_embeddings": self.tie_embeddings}
 
 
 def masked_lm(

@@ -131,6 +131,10 @@ class ViTClassifier(FunctionalModel):
 def vit_classifier(*args, **kwargs):
     """Builds a `ViTClassifier`; takes the same arguments.
 
+    Args:
+        *args: Positional arguments of `ViTClassifier`.
+        **kwargs: Keyword arguments of `ViTClassifier`.
+
     Returns:
         A `ViTClassifier` from images `(batch, image_size, image_size,
         channels)` (input name `images`) to logits `(batch, num_classes)`.
