@@ -258,6 +258,8 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             positions.
         rotary: Whether to apply rotary position embeddings to queries and
             keys.
+        rotary_max_wavelength: The rotary embeddings' longest wavelength
+            (Hugging Face's `rope_theta`).
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -320,6 +322,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         use_bias=True,
         causal=False,
         rotary=False,
+        rotary_max_wavelength=10000,
         **kwargs,
     ):
         super().__init__(
@@ -332,13 +335,16 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         )
         self.causal = causal
         self.rotary = rotary
+        self.rotary_max_wavelength = rotary_max_wavelength
 
     def build(self, x_shape):
         check_rank("x", x_shape, 3, "(batch, seq, width)")
         self._build_projections(x_shape, x_shape)
         if self.rotary:
             self.rotary_embedding = RotaryEmbedding(
-                name="rotary_embedding", dtype=self.dtype_policy
+                self.rotary_max_wavelength,
+                name="rotary_embedding",
+                dtype=self.dtype_policy,
             )
 
     def call(
@@ -460,6 +466,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             **super().get_config(),
             "causal": self.causal,
             "rotary": self.rotary,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
         }
 
 

@@ -16,7 +16,10 @@ from keras_tfm.layers.validation import (
     check_rate,
 )
 
-NORMS = ("layer", "rms")
+NORM_LAYERS = {
+    "layer": keras.layers.LayerNormalization,
+    "rms": keras.layers.RMSNormalization,
+}
 
 
 class _TransformerBlock(keras.layers.Layer):
@@ -33,6 +36,8 @@ class _TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         rotary=False,
         num_kv_heads=None,
+        use_bias=True,
+        rotary_max_wavelength=10000,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -40,7 +45,7 @@ class _TransformerBlock(keras.layers.Layer):
         check_positive_int("ff_dim", ff_dim)
         check_rate("dropout", dropout)
         check_choice("activation", activation, ACTIVATIONS)
-        check_choice("norm", norm, NORMS)
+        check_choice("norm", norm, tuple(NORM_LAYERS))
         if num_kv_heads is not None:
             check_positive_int("num_kv_heads", num_kv_heads)
         self.num_heads = num_heads
@@ -52,6 +57,8 @@ class _TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.rotary = rotary
         self.num_kv_heads = num_kv_heads
+        self.use_bias = use_bias
+        self.rotary_max_wavelength = rotary_max_wavelength
         self.supports_masking = True
 
     def _build_self_attention(self, x_shape, causal):
@@ -59,8 +66,10 @@ class _TransformerBlock(keras.layers.Layer):
             self.num_heads,
             num_kv_heads=self.num_kv_heads,
             dropout=self.dropout,
+            use_bias=self.use_bias,
             causal=causal,
             rotary=self.rotary,
+            rotary_max_wavelength=self.rotary_max_wavelength,
             name="self_attention",
             dtype=self.dtype_policy,
         )
@@ -74,6 +83,7 @@ class _TransformerBlock(keras.layers.Layer):
             self.ff_dim,
             activation=self.activation,
             dropout=self.dropout,
+            use_bias=self.use_bias,
             name="feed_forward",
             dtype=self.dtype_policy,
         )
@@ -81,11 +91,7 @@ class _TransformerBlock(keras.layers.Layer):
         self.feed_forward_norm = self._norm_layer("feed_forward_norm", x_shape)
 
     def _norm_layer(self, name, x_shape):
-        norm_class = {
-            "layer": keras.layers.LayerNormalization,
-            "rms": keras.layers.RMSNormalization,
-        }[self.norm]
-        layer = norm_class(
+        layer = NORM_LAYERS[self.norm](
             epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
         )
         layer.build(x_shape)
@@ -152,6 +158,8 @@ class _TransformerBlock(keras.layers.Layer):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "rotary": self.rotary,
             "num_kv_heads": self.num_kv_heads,
+            "use_bias": self.use_bias,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
         }
 
 
@@ -172,7 +180,8 @@ class EncoderBlock(_TransformerBlock):
         ff_dim: Hidden width of the feed-forward network.
         dropout: Dropout rate on the output of each sublayer before it is
             added to the residual stream (the paper's residual dropout).
-        activation: Feed-forward activation: `"relu"`, `"gelu"` or `"swiglu"`.
+        activation: Feed-forward activation: `"relu"`, `"gelu"`,
+            `"gelu_tanh"` or `"swiglu"`.
         norm_first: `False` (the paper's post-norm, `norm(x + f(x))`) or
             `True` (pre-norm, `x + f(norm(x))`, steadier for deep stacks).
         norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
@@ -180,6 +189,10 @@ class EncoderBlock(_TransformerBlock):
         rotary: Whether self-attention applies rotary position embeddings.
         num_kv_heads: Key/value heads of self-attention, for grouped-query
             attention. Defaults to `num_heads`.
+        use_bias: Whether the attention and feed-forward projections have
+            biases.
+        rotary_max_wavelength: Longest wavelength of the rotary embeddings
+            (Hugging Face's `rope_theta`).
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -265,7 +278,8 @@ class DecoderBlock(_TransformerBlock):
         ff_dim: Hidden width of the feed-forward network.
         dropout: Dropout rate on the output of each sublayer before it is
             added to the residual stream (the paper's residual dropout).
-        activation: Feed-forward activation: `"relu"`, `"gelu"` or `"swiglu"`.
+        activation: Feed-forward activation: `"relu"`, `"gelu"`,
+            `"gelu_tanh"` or `"swiglu"`.
         norm_first: `False` (the paper's post-norm, `norm(x + f(x))`) or
             `True` (pre-norm, `x + f(norm(x))`, steadier for deep stacks).
         norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
@@ -273,6 +287,10 @@ class DecoderBlock(_TransformerBlock):
         rotary: Whether self-attention applies rotary position embeddings.
         num_kv_heads: Key/value heads of self-attention, for grouped-query
             attention. Defaults to `num_heads`.
+        use_bias: Whether the attention and feed-forward projections have
+            biases.
+        rotary_max_wavelength: Longest wavelength of the rotary embeddings
+            (Hugging Face's `rope_theta`).
         cross_attention: Whether the block attends to `context`.
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
@@ -339,6 +357,8 @@ class DecoderBlock(_TransformerBlock):
         layer_norm_epsilon=1e-5,
         rotary=False,
         num_kv_heads=None,
+        use_bias=True,
+        rotary_max_wavelength=10000,
         cross_attention=True,
         **kwargs,
     ):
@@ -352,6 +372,8 @@ class DecoderBlock(_TransformerBlock):
             layer_norm_epsilon=layer_norm_epsilon,
             rotary=rotary,
             num_kv_heads=num_kv_heads,
+            use_bias=use_bias,
+            rotary_max_wavelength=rotary_max_wavelength,
             **kwargs,
         )
         self.cross_attention = cross_attention
@@ -365,6 +387,7 @@ class DecoderBlock(_TransformerBlock):
             self.cross_attention_layer = MultiHeadCrossAttention(
                 self.num_heads,
                 dropout=self.dropout,
+                use_bias=self.use_bias,
                 name="cross_attention",
                 dtype=self.dtype_policy,
             )

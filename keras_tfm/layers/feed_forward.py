@@ -10,7 +10,9 @@ from keras_tfm.layers.validation import (
     check_rate,
 )
 
-ACTIVATIONS = ("relu", "gelu", "swiglu")
+# `gelu` is exact, as in `torch.nn` and BERT; `gelu_tanh` is the tanh
+# approximation of GPT-2 (Hugging Face's "gelu_new").
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -23,8 +25,11 @@ class FeedForward(keras.layers.Layer):
 
     Args:
         hidden_dim: Width of the hidden layer.
-        activation: `"relu"`, `"gelu"` (exact, as in `torch.nn`) or `"swiglu"`.
+        activation: `"relu"`, `"gelu"` (exact, as in `torch.nn` and BERT),
+            `"gelu_tanh"` (the tanh approximation, as in GPT-2) or
+            `"swiglu"`.
         dropout: Dropout rate on the output.
+        use_bias: Whether the projections have biases (LLaMA's have none).
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -49,7 +54,14 @@ class FeedForward(keras.layers.Layer):
         - [Shazeer, 2020](https://arxiv.org/abs/2002.05202)
     """
 
-    def __init__(self, hidden_dim, activation="relu", dropout=0.0, **kwargs):
+    def __init__(
+        self,
+        hidden_dim,
+        activation="relu",
+        dropout=0.0,
+        use_bias=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_positive_int("hidden_dim", hidden_dim)
         check_choice("activation", activation, ACTIVATIONS)
@@ -57,18 +69,13 @@ class FeedForward(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.activation = activation
         self.dropout = dropout
+        self.use_bias = use_bias
         self.supports_masking = True
 
     def build(self, x_shape):
         check_rank("x", x_shape, 3, "(batch, seq, width)")
-        gated = self.activation == "swiglu"
-        self.hidden_dense = self._dense(
-            "hidden",
-            self.hidden_dim,
-            x_shape,
-            activation=None if gated else self.activation,
-        )
-        if gated:
+        self.hidden_dense = self._dense("hidden", self.hidden_dim, x_shape)
+        if self.activation == "swiglu":
             self.gate_dense = self._dense("gate", self.hidden_dim, x_shape)
         hidden_shape = (*x_shape[:-1], self.hidden_dim)
         self.output_dense = self._dense("output", x_shape[-1], hidden_shape)
@@ -76,9 +83,12 @@ class FeedForward(keras.layers.Layer):
             self.dropout, dtype=self.dtype_policy
         )
 
-    def _dense(self, name, units, input_shape, activation=None):
+    def _dense(self, name, units, input_shape):
         dense = keras.layers.Dense(
-            units, activation=activation, name=name, dtype=self.dtype_policy
+            units,
+            use_bias=self.use_bias,
+            name=name,
+            dtype=self.dtype_policy,
         )
         dense.build(input_shape)
         return dense
@@ -87,6 +97,11 @@ class FeedForward(keras.layers.Layer):
         hidden = self.hidden_dense(x)
         if self.activation == "swiglu":
             hidden = ops.silu(self.gate_dense(x)) * hidden
+        elif self.activation == "relu":
+            hidden = ops.relu(hidden)
+        else:
+            approximate = self.activation == "gelu_tanh"
+            hidden = ops.gelu(hidden, approximate=approximate)
         outputs = self.output_dense(hidden)
         return self.output_dropout(outputs, training=training)
 
@@ -99,4 +114,5 @@ class FeedForward(keras.layers.Layer):
             "hidden_dim": self.hidden_dim,
             "activation": self.activation,
             "dropout": self.dropout,
+            "use_bias": self.use_bias,
         }

@@ -9,6 +9,7 @@ from keras_tfm.layers.validation import (
     check_choice,
     check_positive_int,
     check_rank,
+    check_shape,
     eager_values,
 )
 
@@ -186,6 +187,8 @@ class PositionalEmbedding(keras.layers.Layer):
         scale_embeddings: Whether to multiply token embeddings by
             `sqrt(embed_dim)` before adding positions (the paper does).
         max_wavelength: Longest wavelength of the sinusoidal signal.
+        num_segments: Number of segment (token type) ids, as in BERT, whose
+            learned embeddings are added too; `None` for none.
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -199,6 +202,9 @@ class PositionalEmbedding(keras.layers.Layer):
             (an error, or a clipped or zero embedding), so check ids in the
             data pipeline.
         start_index: Position of the first token, for cached decoding.
+        segment_ids: Int segment ids `(batch, seq)` in
+            `[0, num_segments)`, with `num_segments`; segment 0 when not
+            given.
         reverse: Whether to project hidden states to vocabulary logits.
 
     Returns:
@@ -230,10 +236,13 @@ class PositionalEmbedding(keras.layers.Layer):
         mask_zero=False,
         scale_embeddings=False,
         max_wavelength=10000,
+        num_segments=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_positive_int("vocab_size", vocab_size)
+        if num_segments is not None:
+            check_positive_int("num_segments", num_segments)
         check_positive_int("sequence_length", sequence_length)
         check_positive_int("embed_dim", embed_dim)
         check_choice("position", position, ("learned", "sinusoidal", None))
@@ -244,6 +253,7 @@ class PositionalEmbedding(keras.layers.Layer):
         self.mask_zero = mask_zero
         self.scale_embeddings = scale_embeddings
         self.max_wavelength = max_wavelength
+        self.num_segments = num_segments
         self.supports_masking = mask_zero
 
     def build(self, inputs_shape):
@@ -261,8 +271,14 @@ class PositionalEmbedding(keras.layers.Layer):
                 shape=(self.sequence_length, self.embed_dim),
                 initializer="uniform",
             )
+        if self.num_segments is not None:
+            self.segment_embeddings = self.add_weight(
+                name="segment_embeddings",
+                shape=(self.num_segments, self.embed_dim),
+                initializer="uniform",
+            )
 
-    def call(self, inputs, start_index=0, reverse=False):
+    def call(self, inputs, start_index=0, segment_ids=None, reverse=False):
         if reverse:
             check_rank("inputs", inputs.shape, 3, "(batch, seq, embed_dim)")
             return self.token_embedding(inputs, reverse=True)
@@ -271,6 +287,10 @@ class PositionalEmbedding(keras.layers.Layer):
         if self.scale_embeddings:
             embeddings = embeddings * ops.cast(
                 math.sqrt(self.embed_dim), embeddings.dtype
+            )
+        if self.num_segments is not None:
+            embeddings = embeddings + self._segment_embeddings(
+                inputs, segment_ids, embeddings.dtype
             )
         if self.position is None:
             return embeddings
@@ -288,6 +308,16 @@ class PositionalEmbedding(keras.layers.Layer):
                 length, self.embed_dim, self.max_wavelength, start_index
             )
         return embeddings + ops.cast(positions, embeddings.dtype)
+
+    def _segment_embeddings(self, tokens, segment_ids, dtype):
+        if segment_ids is None:
+            table = self.segment_embeddings[:1][None]  # segment 0
+        else:
+            check_shape(
+                "segment_ids", segment_ids.shape, tokens.shape, "(batch, seq)"
+            )
+            table = ops.take(self.segment_embeddings, segment_ids, axis=0)
+        return ops.cast(table, dtype)
 
     def _check_tokens(self, tokens, start_index):
         check_rank("inputs", tokens.shape, 2, "(batch, seq) of token ids")
@@ -322,7 +352,9 @@ class PositionalEmbedding(keras.layers.Layer):
             return None
         return ops.not_equal(inputs, 0)
 
-    def compute_output_spec(self, inputs, start_index=0, reverse=False):
+    def compute_output_spec(
+        self, inputs, start_index=0, segment_ids=None, reverse=False
+    ):
         if reverse:
             shape = (*inputs.shape[:-1], self.vocab_size)
         else:
@@ -339,4 +371,5 @@ class PositionalEmbedding(keras.layers.Layer):
             "mask_zero": self.mask_zero,
             "scale_embeddings": self.scale_embeddings,
             "max_wavelength": self.max_wavelength,
+            "num_segments": self.num_segments,
         }

@@ -4,6 +4,7 @@
 import keras
 
 from keras_tfm.layers import EncoderBlock
+from keras_tfm.layers.blocks import NORM_LAYERS
 
 
 class FunctionalModel(keras.Model):
@@ -45,8 +46,8 @@ def encoder_blocks(num_layers, prefix="encoder", **block_options):
     ]
 
 
-def stack_norm(prefix, enabled, epsilon=1e-5):
-    """The LayerNormalization `{prefix}_norm` that ends a stack, or None.
+def stack_norm(prefix, enabled, norm="layer", epsilon=1e-5):
+    """The normalization `{prefix}_norm` that ends a stack, or None.
 
     A pre-norm stack leaves its residual stream unnormalised, so it gets one
     (`enabled=norm_first` by default in the models); a post-norm stack
@@ -54,9 +55,7 @@ def stack_norm(prefix, enabled, epsilon=1e-5):
     """
     if not enabled:
         return None
-    return keras.layers.LayerNormalization(
-        epsilon=epsilon, name=f"{prefix}_norm"
-    )
+    return NORM_LAYERS[norm](epsilon=epsilon, name=f"{prefix}_norm")
 
 
 def run_stack(x, blocks, norm=None, **call_arguments):

@@ -32,9 +32,17 @@ class CausalLM(FunctionalModel):
         rotary: Rotary position embeddings instead of learned positions.
         num_kv_heads: Key/value heads (grouped-query attention).
         dropout: Dropout rate on embeddings and sublayer outputs.
-        activation: Feed-forward activation (`"relu"`, `"gelu"`, `"swiglu"`).
+        activation: Feed-forward activation (`"relu"`, `"gelu"`,
+            `"gelu_tanh"`, `"swiglu"`).
         tie_embeddings: Whether the output projection reuses the embedding.
         mask_zero: Whether token id 0 is padding.
+        norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization),
+            in the blocks and at the end.
+        layer_norm_epsilon: Epsilon of every normalization.
+        use_bias: Whether the attention and feed-forward projections have
+            biases.
+        rotary_max_wavelength: Longest wavelength of the rotary embeddings
+            (Hugging Face's `rope_theta`).
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
@@ -87,6 +95,10 @@ class CausalLM(FunctionalModel):
         activation="gelu",
         tie_embeddings=True,
         mask_zero=False,
+        norm="layer",
+        layer_norm_epsilon=1e-5,
+        use_bias=True,
+        rotary_max_wavelength=10000,
         name="causal_lm",
         **kwargs,
     ):
@@ -109,14 +121,20 @@ class CausalLM(FunctionalModel):
                 dropout=dropout,
                 activation=activation,
                 norm_first=True,
+                norm=norm,
+                layer_norm_epsilon=layer_norm_epsilon,
                 rotary=rotary,
                 num_kv_heads=num_kv_heads,
+                use_bias=use_bias,
+                rotary_max_wavelength=rotary_max_wavelength,
                 cross_attention=False,
                 name=f"decoder_block_{index}",
             )
             for index in range(num_layers)
         ]
-        self.final_norm = stack_norm("decoder", enabled=True)
+        self.final_norm = stack_norm(
+            "decoder", enabled=True, norm=norm, epsilon=layer_norm_epsilon
+        )
         self.output_projection = (
             None
             if tie_embeddings
@@ -140,6 +158,10 @@ class CausalLM(FunctionalModel):
         self.activation = activation
         self.tie_embeddings = tie_embeddings
         self.mask_zero = mask_zero
+        self.norm = norm
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.use_bias = use_bias
+        self.rotary_max_wavelength = rotary_max_wavelength
 
     def _logits(self, x):
         x = self.final_norm(x)
@@ -206,6 +228,10 @@ class CausalLM(FunctionalModel):
             "activation": self.activation,
             "tie_embeddings": self.tie_embeddings,
             "mask_zero": self.mask_zero,
+            "norm": self.norm,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "use_bias": self.use_bias,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
         }
 
 

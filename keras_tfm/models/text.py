@@ -31,17 +31,28 @@ class TextEncoder(FunctionalModel):
         dropout: Dropout rate on the embeddings and in the blocks.
         position: `"learned"` or `"sinusoidal"`.
         norm_first: Pre-norm blocks (adds a final norm, `encoder_norm`).
+        activation: Feed-forward activation (`"relu"`, `"gelu"`,
+            `"gelu_tanh"`, `"swiglu"`).
+        layer_norm_epsilon: Epsilon of every LayerNormalization.
+        num_segments: Number of segment (token type) ids, as in BERT; the
+            model then takes `segment_ids` too.
+        embedding_norm: Whether a LayerNormalization follows the embedding
+            (BERT has one).
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
     Call arguments:
-        tokens: Int token ids `(batch, seq)` (input name `tokens`).
+        tokens: Int token ids `(batch, seq)` (input name `tokens`). With
+            `num_segments`, a dict of `tokens` and `segment_ids`, both
+            `(batch, seq)`.
 
     Returns:
         `(batch, seq, embed_dim)`, with the padding mask of token id 0.
 
     Attributes:
         embedding: The `PositionalEmbedding` (`embedding`).
+        embedding_norm: The LayerNormalization after it (`embedding_norm`),
+            or None.
         embedding_dropout: Dropout after the embedding.
         blocks: The `EncoderBlock`s (`encoder_block_0`, ...).
         final_norm: The LayerNormalization after the last block, or None.
@@ -71,6 +82,10 @@ class TextEncoder(FunctionalModel):
         dropout=0.1,
         position="learned",
         norm_first=False,
+        activation="relu",
+        layer_norm_epsilon=1e-5,
+        num_segments=None,
+        embedding_norm=False,
         name="encoder",
         **kwargs,
     ):
@@ -81,7 +96,15 @@ class TextEncoder(FunctionalModel):
             embed_dim,
             position=position,
             mask_zero=True,
+            num_segments=num_segments,
             name="embedding",
+        )
+        self.embedding_norm = (
+            keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon, name="embedding_norm"
+            )
+            if embedding_norm
+            else None
         )
         self.embedding_dropout = keras.layers.Dropout(
             dropout, name="embedding_dropout"
@@ -92,13 +115,27 @@ class TextEncoder(FunctionalModel):
             ff_dim=ff_dim,
             dropout=dropout,
             norm_first=norm_first,
+            activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
         )
-        self.final_norm = stack_norm("encoder", enabled=norm_first)
+        self.final_norm = stack_norm(
+            "encoder", enabled=norm_first, epsilon=layer_norm_epsilon
+        )
 
         tokens = keras.Input((None,), dtype="int32", name="tokens")
-        x = self.embedding_dropout(self.embedding(tokens))
+        if num_segments is None:
+            inputs, x = tokens, self.embedding(tokens)
+        else:
+            segment_ids = keras.Input(
+                (None,), dtype="int32", name="segment_ids"
+            )
+            inputs = {"tokens": tokens, "segment_ids": segment_ids}
+            x = self.embedding(tokens, segment_ids=segment_ids)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        x = self.embedding_dropout(x)
         x = run_stack(x, self.blocks, self.final_norm)
-        super().__init__(tokens, x, name=name, **kwargs)
+        super().__init__(inputs, x, name=name, **kwargs)
 
         self.vocab_size = vocab_size
         self.sequence_length = sequence_length
@@ -109,6 +146,10 @@ class TextEncoder(FunctionalModel):
         self.dropout = dropout
         self.position = position
         self.norm_first = norm_first
+        self.activation = activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.num_segments = num_segments
+        self.embedding_norm_enabled = embedding_norm
 
     def get_config(self):
         return {
@@ -122,6 +163,10 @@ class TextEncoder(FunctionalModel):
             "dropout": self.dropout,
             "position": self.position,
             "norm_first": self.norm_first,
+            "activation": self.activation,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "num_segments": self.num_segments,
+            "embedding_norm": self.embedding_norm_enabled,
         }
 
 
@@ -165,11 +210,14 @@ class TextClassifier(_ModelOnEncoder):
         pooling: `"mean"` (over real tokens) or `"cls"` (the first token's
             output; put a classification token there).
         dropout: Dropout rate before the head.
+        pooler: Whether a dense tanh layer (`pooler`, BERT's) follows the
+            pooling.
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
     Call arguments:
-        tokens: Int token ids `(batch, seq)` (input name `tokens`).
+        tokens: The encoder's inputs: int token ids `(batch, seq)` (input
+            name `tokens`), or the dict of `tokens` and `segment_ids`.
 
     Returns:
         Logits `(batch, num_classes)`.
@@ -177,6 +225,7 @@ class TextClassifier(_ModelOnEncoder):
     Attributes:
         encoder: The `TextEncoder`.
         pooling_layer: The pooling (`pooling`).
+        pooler_dense: The dense tanh layer (`pooler`), or None.
         head_dropout: Dropout before the head.
         head: The Dense layer to logits (`logits`).
 
@@ -201,6 +250,7 @@ class TextClassifier(_ModelOnEncoder):
         num_classes,
         pooling="mean",
         dropout=0.1,
+        pooler=False,
         name="text_classifier",
         **kwargs,
     ):
@@ -213,17 +263,29 @@ class TextClassifier(_ModelOnEncoder):
             if pooling == "mean"
             else FirstTokenPooling(name="pooling")
         )
+        self.pooler_dense = (
+            keras.layers.Dense(
+                encoder.embed_dim, activation="tanh", name="pooler"
+            )
+            if pooler
+            else None
+        )
         self.head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
         self.head = keras.layers.Dense(num_classes, name="logits")
 
-        tokens = keras.Input((None,), dtype="int32", name="tokens")
-        x = self.pooling_layer(encoder(tokens))
+        # The encoder's own inputs, as keras-hub's tasks share their
+        # backbone's: a classifier takes what its encoder takes.
+        inputs = encoder.input
+        x = self.pooling_layer(encoder(inputs))
+        if self.pooler_dense is not None:
+            x = self.pooler_dense(x)
         logits = self.head(self.head_dropout(x))
-        super().__init__(tokens, logits, name=name, **kwargs)
+        super().__init__(inputs, logits, name=name, **kwargs)
 
         self.num_classes = num_classes
         self.pooling = pooling
         self.dropout = dropout
+        self.pooler = pooler
 
     def get_config(self):
         return {
@@ -231,6 +293,7 @@ class TextClassifier(_ModelOnEncoder):
             "num_classes": self.num_classes,
             "pooling": self.pooling,
             "dropout": self.dropout,
+            "pooler": self.pooler,
         }
 
 
@@ -391,15 +454,19 @@ class MaskedLM(_ModelOnEncoder):
             else keras.layers.Dense(encoder.vocab_size, name="logits")
         )
 
-        tokens = keras.Input((None,), dtype="int32", name="tokens")
+        encoder_inputs = encoder.input
         mask_positions = keras.Input(
             (None,), dtype="int32", name="mask_positions"
         )
         x = keras.ops.take_along_axis(
-            encoder(tokens), keras.ops.expand_dims(mask_positions, -1), axis=1
+            encoder(encoder_inputs),
+            keras.ops.expand_dims(mask_positions, -1),
+            axis=1,
         )
+        if not isinstance(encoder_inputs, dict):
+            encoder_inputs = {"tokens": encoder_inputs}
         super().__init__(
-            {"tokens": tokens, "mask_positions": mask_positions},
+            {**encoder_inputs, "mask_positions": mask_positions},
             self.token_logits(x),
             name=name,
             **kwargs,

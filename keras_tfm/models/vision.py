@@ -30,6 +30,7 @@ class ViTClassifier(FunctionalModel):
         ff_dim: Feed-forward hidden width.
         channels: Image channels.
         dropout: Dropout rate.
+        layer_norm_epsilon: Epsilon of every LayerNormalization.
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
@@ -74,6 +75,7 @@ class ViTClassifier(FunctionalModel):
         ff_dim=128,
         channels=3,
         dropout=0.1,
+        layer_norm_epsilon=1e-5,
         name="vit_classifier",
         **kwargs,
     ):
@@ -92,8 +94,11 @@ class ViTClassifier(FunctionalModel):
             dropout=dropout,
             activation="gelu",
             norm_first=True,
+            layer_norm_epsilon=layer_norm_epsilon,
         )
-        self.final_norm = stack_norm("encoder", enabled=True)
+        self.final_norm = stack_norm(
+            "encoder", enabled=True, epsilon=layer_norm_epsilon
+        )
         self.pooling = FirstTokenPooling(name="pooling")
         self.head = keras.layers.Dense(num_classes, name="logits")
 
@@ -112,6 +117,7 @@ class ViTClassifier(FunctionalModel):
         self.ff_dim = ff_dim
         self.channels = channels
         self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
 
     def get_config(self):
         return {
@@ -125,6 +131,7 @@ class ViTClassifier(FunctionalModel):
             "ff_dim": self.ff_dim,
             "channels": self.channels,
             "dropout": self.dropout,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
         }
 
 
