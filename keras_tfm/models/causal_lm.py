@@ -39,8 +39,8 @@ class CausalLM(FunctionalModel):
         norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization),
             in the blocks and at the end.
         layer_norm_epsilon: Epsilon of every normalization.
-        use_bias: Whether the attention and feed-forward projections have
-            biases.
+        use_bias: Whether the attention, feed-forward and (untied) output
+            projections have biases.
         rotary_max_wavelength: Longest wavelength of the rotary embeddings
             (Hugging Face's `rope_theta`).
         name: Model name.
@@ -138,7 +138,9 @@ class CausalLM(FunctionalModel):
         self.output_projection = (
             None
             if tie_embeddings
-            else keras.layers.Dense(vocab_size, name="logits")
+            else keras.layers.Dense(
+                vocab_size, use_bias=use_bias, name="logits"
+            )
         )
 
         tokens = keras.Input((None,), dtype="int32", name="tokens")

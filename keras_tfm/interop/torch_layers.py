@@ -1,11 +1,11 @@
-"""Bringing trained PyTorch Transformer layers over to keras_tfm.
+"""Trained `torch.nn` Transformer layers, copied into keras_tfm.
 
 `from_torch(module)` builds the keras_tfm layer that computes the same
 function as a `torch.nn.MultiheadAttention`, `torch.nn.TransformerEncoderLayer`
 or `torch.nn.TransformerDecoderLayer`, and copies its weights; `load_torch`
 copies them into a layer you already have. It works under every Keras
-backend: PyTorch must be installed, not active. This is the only keras_tfm
-module that imports `torch`, and only when called.
+backend: PyTorch must be installed, not active. `torch` is imported only
+when called, and only in this module.
 
 Matching semantics: outputs are equal in evaluation mode (dropout off), for
 `batch_first` either way (keras_tfm is always batch-first), `norm_first`
