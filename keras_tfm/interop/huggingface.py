@@ -122,8 +122,7 @@ def to_huggingface(model, directory):
     same = interop.from_huggingface("my-gpt2")
     ```
     """
-    from safetensors.numpy import save_file
-
+    save_file = _safetensors().numpy.save_file
     family = _family_of(model)
     config = {
         "model_type": family.model_type,
@@ -146,6 +145,18 @@ def to_huggingface(model, directory):
 # --- Reading checkpoints -------------------------------------------------
 
 
+def _safetensors():
+    try:
+        import safetensors.numpy
+    except ImportError as error:
+        raise ImportError(
+            "keras_tfm.interop reads and writes Hugging Face checkpoints "
+            "with safetensors: `pip install keras-tfm[huggingface]` (or "
+            "`safetensors`)."
+        ) from error
+    return safetensors
+
+
 def _read_json(directory, name):
     path = os.path.join(directory, name)
     if not os.path.exists(path):
@@ -165,8 +176,7 @@ class _Checkpoint:
     """
 
     def __init__(self, directory, prefix):
-        from safetensors import safe_open
-
+        safe_open = _safetensors().safe_open
         index_path = os.path.join(directory, "model.safetensors.index.json")
         if os.path.exists(index_path):
             index = _read_json(directory, "model.safetensors.index.json")

@@ -1,0 +1,330 @@
+"""Hugging Face checkpoints: keras_tfm against `transformers` itself.
+
+Every checkpoint is a small random model made by `transformers` from a
+config (offline), with odd sizes, and feed-forward weights scaled up so that
+activations reach the range where a GELU approximation or an epsilon shows.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tfm import generation, interop, models
+from tests.conftest import to_numpy
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+# Relative to the largest output, as the issue asks.
+RTOL = 1e-5
+TOKENS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+BERT_TOKENS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0]])
+SEGMENTS = np.array([[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]])
+IMAGES = np.random.default_rng(0).random((2, 12, 12, 3)).astype("float32")
+
+
+def gpt2(**overrides):
+    config = transformers.GPT2Config(
+        vocab_size=101, n_positions=40, n_embd=48, n_layer=2, n_head=3,
+        bos_token_id=1, eos_token_id=2, **overrides,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(config)
+
+
+def llama(**overrides):
+    config = transformers.LlamaConfig(
+        vocab_size=101, max_position_embeddings=40, hidden_size=48,
+        intermediate_size=72, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, rope_theta=500000.0, **overrides,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config)
+
+
+def mistral():
+    config = transformers.MistralConfig(
+        vocab_size=101, max_position_embeddings=64, hidden_size=48,
+        intermediate_size=72, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=3, sliding_window=24,
+    )  # fmt: skip
+    return transformers.MistralForCausalLM(config)
+
+
+def bert_config(**overrides):
+    return transformers.BertConfig(
+        vocab_size=101, max_position_embeddings=40, hidden_size=48,
+        num_hidden_layers=2, num_attention_heads=3, intermediate_size=72,
+        num_labels=3, **overrides,
+    )  # fmt: skip
+
+
+def vit():
+    config = transformers.ViTConfig(
+        image_size=12, patch_size=4, hidden_size=48, num_hidden_layers=2,
+        num_attention_heads=3, intermediate_size=72, num_labels=5,
+    )  # fmt: skip
+    return transformers.ViTForImageClassification(config)
+
+
+def torch_outputs(reference, inputs):
+    """The reference model's logits (or last hidden states) as NumPy."""
+    with torch.no_grad():
+        outputs = reference(**inputs)
+    if "logits" in outputs:
+        return outputs.logits
+    return outputs.last_hidden_state
+
+
+def case_gpt2():
+    return gpt2(), TOKENS, {"input_ids": torch.tensor(TOKENS)}
+
+
+def case_llama():
+    return llama(), TOKENS, {"input_ids": torch.tensor(TOKENS)}
+
+
+def case_llama_tied():
+    return (
+        llama(tie_word_embeddings=True),
+        TOKENS,
+        {"input_ids": torch.tensor(TOKENS)},
+    )
+
+
+def case_mistral():
+    return mistral(), TOKENS, {"input_ids": torch.tensor(TOKENS)}
+
+
+def bert_inputs():
+    return {
+        "input_ids": torch.tensor(BERT_TOKENS),
+        "attention_mask": torch.tensor(BERT_TOKENS != 0),
+        "token_type_ids": torch.tensor(SEGMENTS),
+    }
+
+
+def case_bert():
+    return (
+        transformers.BertModel(bert_config(), add_pooling_layer=False),
+        {"tokens": BERT_TOKENS, "segment_ids": SEGMENTS},
+        bert_inputs(),
+    )
+
+
+def case_bert_classifier():
+    return (
+        transformers.BertForSequenceClassification(bert_config()),
+        {"tokens": BERT_TOKENS, "segment_ids": SEGMENTS},
+        bert_inputs(),
+    )
+
+
+def case_vit():
+    pixels = torch.tensor(IMAGES.transpose(0, 3, 1, 2))
+    return vit(), IMAGES, {"pixel_values": pixels}
+
+
+CASES = {
+    "gpt2": case_gpt2,
+    "llama": case_llama,
+    "llama_tied": case_llama_tied,
+    "mistral": case_mistral,
+    "bert": case_bert,
+    "bert_classifier": case_bert_classifier,
+    "vit": case_vit,
+}
+
+
+def scale_feed_forward(reference, factor=4.0):
+    names = ("mlp", "intermediate", "output.dense")
+    with torch.no_grad():
+        for name, weight in reference.named_parameters():
+            if weight.ndim == 2 and any(part in name for part in names):
+                weight.mul_(factor)
+
+
+def saved(reference, directory, **options):
+    reference.eval()
+    scale_feed_forward(reference)
+    reference.save_pretrained(directory, **options)
+    return str(directory)
+
+
+def assert_close(actual, expected):
+    actual, expected = to_numpy(actual), np.asarray(expected)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(actual / scale, expected / scale, atol=RTOL)
+
+
+def real_positions(case, outputs):
+    """BERT's padded positions are not outputs anyone reads."""
+    if case == "bert":
+        return np.asarray(outputs)[BERT_TOKENS != 0]
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Each case's checkpoint directory, reference model and inputs."""
+    built = {}
+    for case, make in CASES.items():
+        torch.manual_seed(0)
+        reference, inputs, torch_inputs = make()
+        directory = saved(reference, tmp_path_factory.mktemp(case))
+        built[case] = directory, reference, inputs, torch_inputs
+    return built
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_loaded_model_equals_transformers(case, checkpoints):
+    directory, reference, inputs, torch_inputs = checkpoints[case]
+    model = interop.from_huggingface(directory)
+    expected = torch_outputs(reference, torch_inputs).numpy()
+    assert_close(
+        real_positions(case, to_numpy(model(inputs))),
+        real_positions(case, expected),
+    )
+
+
+def test_the_wrong_gelu_would_be_caught(checkpoints):
+    directory, reference, inputs, torch_inputs = checkpoints["gpt2"]
+    model = interop.from_huggingface(directory)
+    exact_gelu = models.CausalLM.from_config(
+        {**model.get_config(), "activation": "gelu"}
+    )
+    exact_gelu.set_weights(model.get_weights())
+    expected = torch_outputs(reference, torch_inputs).numpy()
+    with pytest.raises(AssertionError):
+        assert_close(exact_gelu(inputs), expected)
+
+
+@pytest.mark.parametrize("case", ["gpt2", "llama", "bert_classifier", "vit"])
+def test_trained_model_writes_back_for_transformers(
+    case, checkpoints, tmp_path
+):
+    directory, reference, inputs, torch_inputs = checkpoints[case]
+    model = interop.from_huggingface(directory)
+    targets = np.zeros(len(TOKENS), "int32")
+    if isinstance(model, models.CausalLM):
+        targets = np.roll(TOKENS, -1, axis=1)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(inputs, targets, epochs=1, verbose=0)
+    interop.to_huggingface(model, tmp_path)
+    reloaded = type(reference).from_pretrained(tmp_path).eval()
+    expected = to_numpy(model(inputs))
+    assert not np.allclose(
+        expected, torch_outputs(reference, torch_inputs).numpy(), atol=1e-4
+    )
+    assert_close(expected, torch_outputs(reloaded, torch_inputs).numpy())
+
+
+def test_a_model_built_here_writes_a_gpt2_checkpoint(tmp_path):
+    model = models.causal_lm(
+        vocab_size=53, sequence_length=16, num_layers=1, embed_dim=24,
+        num_heads=3, ff_dim=40, activation="gelu_tanh",
+    )  # fmt: skip
+    interop.to_huggingface(model, tmp_path)
+    reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    tokens = TOKENS % 53
+    expected = torch_outputs(reference, {"input_ids": torch.tensor(tokens)})
+    assert_close(model(tokens), expected.numpy())
+
+
+@pytest.mark.parametrize("case", ["gpt2", "llama"])
+def test_greedy_generation_equals_transformers(case, checkpoints):
+    directory, reference, _, _ = checkpoints[case]
+    model = interop.from_huggingface(directory)
+    prompts = [[5, 6, 7, 8, 9], [10, 11]]
+    ours = generation.generate(model, prompts, max_new_tokens=6)
+    for prompt, tokens in zip(prompts, ours, strict=True):
+        with torch.no_grad():
+            theirs = reference.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=6,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+        np.testing.assert_array_equal(tokens, theirs[0, len(prompt) :].numpy())
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    torch.manual_seed(0)
+    reference = llama()
+    directory = saved(reference, tmp_path, max_shard_size="40KB")
+    assert os.path.exists(
+        os.path.join(directory, "model.safetensors.index.json")
+    )
+    model = interop.from_huggingface(directory)
+    expected = torch_outputs(reference, {"input_ids": torch.tensor(TOKENS)})
+    assert_close(model(TOKENS), expected.numpy())
+
+
+def edit_config(directory, **changes):
+    path = os.path.join(directory, "config.json")
+    with open(path) as file:
+        config = json.load(file)
+    config.update(changes)
+    with open(path, "w") as file:
+        json.dump(config, file)
+
+
+def test_unsupported_checkpoints_raise_a_clear_error(tmp_path):
+    directory = saved(gpt2(), tmp_path / "gpt2")
+    edit_config(directory, model_type="opt")
+    with pytest.raises(ValueError, match=r"model_type='opt'.*'bert', 'gpt2'"):
+        interop.from_huggingface(directory)
+
+    directory = saved(llama(), tmp_path / "llama")
+    edit_config(
+        directory,
+        rope_parameters={
+            "rope_type": "linear",
+            "factor": 2.0,
+            "rope_theta": 1e4,
+        },
+    )
+    with pytest.raises(ValueError, match="rope scaling of type 'linear'"):
+        interop.from_huggingface(directory)
+
+    directory = saved(transformers.BertModel(bert_config()), tmp_path / "bert")
+    edit_config(directory, position_embedding_type="relative_key")
+    with pytest.raises(
+        ValueError, match="position_embedding_type='relative_key'"
+    ):
+        interop.from_huggingface(directory)
+
+
+def test_missing_or_misshaped_tensors_are_named(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    directory = saved(gpt2(), tmp_path)
+    path = os.path.join(directory, "model.safetensors")
+    tensors = load_file(path)
+    del tensors["transformer.h.1.mlp.c_fc.bias"]
+    save_file(tensors, path, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"`transformer.h.1.mlp.c_fc.bias`"):
+        interop.from_huggingface(directory)
+
+    tensors["transformer.h.1.mlp.c_fc.bias"] = np.zeros(7, "float32")
+    save_file(tensors, path, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"c_fc.bias` has shape \(7,\)"):
+        interop.from_huggingface(directory)
+
+
+def test_models_without_a_hugging_face_form_are_refused(tmp_path):
+    swiglu_gpt = models.causal_lm(
+        vocab_size=30, sequence_length=8, num_layers=1, embed_dim=16,
+        num_heads=2, ff_dim=32, activation="swiglu",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="activation='swiglu'"):
+        interop.to_huggingface(swiglu_gpt, tmp_path)
+    forecaster = models.forecaster(input_length=8, horizon=2, num_layers=1)
+    with pytest.raises(ValueError, match="Received: Forecaster"):
+        interop.to_huggingface(forecaster, tmp_path)
