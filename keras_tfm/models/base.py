@@ -3,8 +3,13 @@
 
 import keras
 
-from keras_tfm.layers import EncoderBlock
+from keras_tfm.layers import (
+    EncoderBlock,
+    MultiHeadCrossAttention,
+    MultiHeadSelfAttention,
+)
 from keras_tfm.layers.blocks import NORM_LAYERS
+from keras_tfm.layers.validation import check_choice
 
 
 class FunctionalModel(keras.Model):
@@ -36,6 +41,50 @@ class FunctionalModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def enable_lora(self, rank, projections=("query", "value")):
+        """Fine-tunes with LoRA: low-rank updates of attention projections.
+
+        Calls Keras's own `enable_lora(rank)` on the chosen projections of
+        every attention layer and freezes every other weight (their biases
+        too), so that `fit` trains only the LoRA weights. Writing the model
+        with `interop.to_huggingface` merges the updates into the kernels.
+
+        Args:
+            rank: Rank of the updates.
+            projections: Which projections of each attention layer:
+                `"query"`, `"key"`, `"value"`, `"output"`.
+
+        Example:
+
+        ```python
+        import numpy as np
+        from keras_tfm import models
+
+        model = models.causal_lm(
+            vocab_size=50, sequence_length=16, num_layers=1, embed_dim=16,
+            num_heads=2, ff_dim=32,
+        )
+        model.enable_lora(rank=4)
+        print(len(model.trainable_weights))  # 4: two pairs of LoRA factors
+        ```
+        """
+        for name in projections:
+            check_choice(
+                "projections", name, ("query", "key", "value", "output")
+            )
+        for layer in self._flatten_layers(include_self=False):
+            layer.trainable = False
+        for layer in self._flatten_layers(include_self=False):
+            if isinstance(
+                layer, MultiHeadSelfAttention | MultiHeadCrossAttention
+            ):
+                for name in projections:
+                    dense = getattr(layer, f"{name}_dense")
+                    dense.trainable = True
+                    dense.enable_lora(rank)
+                    if dense.bias is not None:
+                        dense.bias.trainable = False
 
 
 def encoder_blocks(num_layers, prefix="encoder", **block_options):
