@@ -35,6 +35,7 @@ RUNS = [
         [],
         "reloaded in a fresh process",
     ),
+    ("huggingface", "huggingface.py", [], "reloaded with transformers"),
 ]
 MARKER = "=== example run: "
 
