@@ -14,6 +14,7 @@ from keras_tfm.layers import (
     MultiHeadSelfAttention,
     PatchEmbedding,
     PositionalEmbedding,
+    RelativePositionBias,
     RotaryEmbedding,
     SinusoidalEncoding,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "MultiHeadSelfAttention",
     "PatchEmbedding",
     "PositionalEmbedding",
+    "RelativePositionBias",
     "RotaryEmbedding",
     "SinusoidalEncoding",
 ]

@@ -9,6 +9,7 @@ from keras_tfm.layers.feed_forward import FeedForward
 from keras_tfm.layers.pooling import FirstTokenPooling
 from keras_tfm.layers.positional import (
     PositionalEmbedding,
+    RelativePositionBias,
     RotaryEmbedding,
     SinusoidalEncoding,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "MultiHeadSelfAttention",
     "PatchEmbedding",
     "PositionalEmbedding",
+    "RelativePositionBias",
     "RotaryEmbedding",
     "SinusoidalEncoding",
 ]

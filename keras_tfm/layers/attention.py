@@ -27,12 +27,12 @@ from keras_tfm.layers.validation import (
 _MASKED_LOGIT = -30000.0
 
 
-def attention_with_scores(query, key, value, mask=None):
+def attention_with_scores(query, key, value, mask=None, bias=None, scale=None):
     """Scaled dot-product attention that also returns the weights.
 
-    `softmax(Q K^T / sqrt(d)) V` written out, for when the caller asks for the
-    attention weights (fused kernels do not return them). Softmax runs in
-    float32 so that mixed precision cannot overflow.
+    `softmax(Q K^T / sqrt(d) + bias) V` written out, for when the caller asks
+    for the attention weights (fused kernels do not return them). Softmax
+    runs in float32 so that mixed precision cannot overflow.
 
     Args:
         query: `(batch, q_len, heads, head_dim)`.
@@ -40,6 +40,8 @@ def attention_with_scores(query, key, value, mask=None):
             of `kv_heads`.
         value: Same shape as `key`.
         mask: Boolean, broadcastable to `(batch, heads, q_len, k_len)`.
+        bias: Added to the logits, broadcastable like `mask`.
+        scale: Multiplies `Q K^T`; defaults to `1 / sqrt(head_dim)`.
 
     Returns:
         `(outputs, scores)`: `(batch, q_len, heads, head_dim)` and
@@ -49,8 +51,12 @@ def attention_with_scores(query, key, value, mask=None):
     if groups > 1:
         key = ops.repeat(key, groups, axis=2)
         value = ops.repeat(value, groups, axis=2)
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
     logits = ops.einsum("btnh,bsnh->bnts", query, key)
-    logits = ops.cast(logits, "float32") / math.sqrt(query.shape[-1])
+    logits = ops.cast(logits, "float32") * scale
+    if bias is not None:
+        logits = logits + ops.cast(bias, "float32")
     if mask is not None:
         logits = ops.where(mask, logits, _MASKED_LOGIT)
     scores = ops.cast(ops.softmax(logits, axis=-1), query.dtype)
@@ -91,6 +97,15 @@ def _mask_for_jax_cudnn(mask, query, key):
     return ops.broadcast_to(mask, shape)
 
 
+def _fold_mask_into_bias(bias, mask, dtype):
+    """One additive bias for kernels that take a bias or a mask, not both
+    (Keras's PyTorch `dot_product_attention`)."""
+    bias = ops.cast(bias, dtype)
+    if mask is None:
+        return bias
+    return ops.where(mask, bias, ops.cast(_MASKED_LOGIT, dtype))
+
+
 def _repeat_single_kv_head_on_tensorflow(query, key, value):
     """Works around multi-query attention on Keras's TensorFlow backend.
 
@@ -120,6 +135,7 @@ class _MultiHeadAttention(keras.layers.Layer):
         num_kv_heads=None,
         dropout=0.0,
         use_bias=True,
+        attention_scale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -137,6 +153,7 @@ class _MultiHeadAttention(keras.layers.Layer):
         self.num_kv_heads = num_kv_heads
         self.dropout = dropout
         self.use_bias = use_bias
+        self.attention_scale = attention_scale
         self.supports_masking = True
 
     def _build_projections(self, query_shape, key_value_shape):
@@ -190,6 +207,7 @@ class _MultiHeadAttention(keras.layers.Layer):
         value,
         mask,
         *,
+        bias=None,
         is_causal,
         explicit,
         return_attention_scores,
@@ -198,15 +216,27 @@ class _MultiHeadAttention(keras.layers.Layer):
         """Attention, output projection and dropout.
 
         `explicit` selects `attention_with_scores` over the fused kernel;
-        `is_causal` (fused path only) asks the kernel for causality.
+        `is_causal` (fused path only) asks the kernel for causality; `bias`
+        is added to the logits.
         """
+        scale = self.attention_scale
         if explicit:
-            outputs, scores = attention_with_scores(query, key, value, mask)
+            outputs, scores = attention_with_scores(
+                query, key, value, mask, bias=bias, scale=scale
+            )
         else:
             key, value = _repeat_single_kv_head_on_tensorflow(query, key, value)
+            if bias is not None:
+                bias, mask = _fold_mask_into_bias(bias, mask, query.dtype), None
             mask = _mask_for_jax_cudnn(mask, query, key)
             outputs = ops.dot_product_attention(
-                query, key, value, mask=mask, is_causal=is_causal
+                query,
+                key,
+                value,
+                bias=bias,
+                mask=mask,
+                scale=scale,
+                is_causal=is_causal,
             )
         outputs = self.output_dense(outputs)
         outputs = self.output_dropout(outputs, training=training)
@@ -222,6 +252,7 @@ class _MultiHeadAttention(keras.layers.Layer):
             "num_kv_heads": self.num_kv_heads,
             "dropout": self.dropout,
             "use_bias": self.use_bias,
+            "attention_scale": self.attention_scale,
         }
 
 
@@ -254,6 +285,8 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         dropout: Dropout rate on the layer's output. Dropout on the attention
             weights would disable the fused kernels, so there is none.
         use_bias: Whether the projections have biases.
+        attention_scale: Multiplies the query-key logits; defaults to
+            `1 / sqrt(head_dim)` (T5 uses 1).
         causal: Whether each position may attend only to itself and earlier
             positions.
         rotary: Whether to apply rotary position embeddings to queries and
@@ -268,6 +301,9 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             Overrides the Keras mask of `x`.
         attention_mask: Optional `(batch, seq, seq)` mask, true or 1 where a
             query may attend to a key.
+        attention_bias: Optional float tensor added to the attention logits,
+            broadcastable to `(batch, num_heads, seq, key_length)`, such as
+            `RelativePositionBias`'s output.
         cache: Optional key/value cache for incremental decoding, from
             `initial_cache()`: `(batch, 2, max_length, num_kv_heads,
             head_dim)`. The keys and values of `x` are written at
@@ -323,6 +359,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         causal=False,
         rotary=False,
         rotary_max_wavelength=10000,
+        attention_scale=None,
         **kwargs,
     ):
         super().__init__(
@@ -331,6 +368,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             num_kv_heads=num_kv_heads,
             dropout=dropout,
             use_bias=use_bias,
+            attention_scale=attention_scale,
             **kwargs,
         )
         self.causal = causal
@@ -352,6 +390,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         x,
         padding_mask=None,
         attention_mask=None,
+        attention_bias=None,
         cache=None,
         cache_index=0,
         return_attention_scores=False,
@@ -382,6 +421,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             and cache is None
             and padding_mask is None
             and attention_mask is None
+            and attention_bias is None
             and not explicit
         )
         visible = None
@@ -395,6 +435,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             key,
             value,
             mask,
+            bias=attention_bias,
             is_causal=is_causal,
             explicit=explicit,
             return_attention_scores=return_attention_scores,
@@ -488,6 +529,8 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
             `width` is the width of `x`.
         dropout: Dropout rate on the layer's output.
         use_bias: Whether the projections have biases.
+        attention_scale: Multiplies the query-key logits; defaults to
+            `1 / sqrt(head_dim)` (T5 uses 1).
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -523,13 +566,20 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
     """
 
     def __init__(
-        self, num_heads, key_dim=None, dropout=0.0, use_bias=True, **kwargs
+        self,
+        num_heads,
+        key_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        attention_scale=None,
+        **kwargs,
     ):
         super().__init__(
             num_heads=num_heads,
             key_dim=key_dim,
             dropout=dropout,
             use_bias=use_bias,
+            attention_scale=attention_scale,
             **kwargs,
         )
 

@@ -38,6 +38,8 @@ class _TransformerBlock(keras.layers.Layer):
         num_kv_heads=None,
         use_bias=True,
         rotary_max_wavelength=10000,
+        key_dim=None,
+        attention_scale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -59,14 +61,18 @@ class _TransformerBlock(keras.layers.Layer):
         self.num_kv_heads = num_kv_heads
         self.use_bias = use_bias
         self.rotary_max_wavelength = rotary_max_wavelength
+        self.key_dim = key_dim
+        self.attention_scale = attention_scale
         self.supports_masking = True
 
     def _build_self_attention(self, x_shape, causal):
         self.self_attention = MultiHeadSelfAttention(
             self.num_heads,
+            key_dim=self.key_dim,
             num_kv_heads=self.num_kv_heads,
             dropout=self.dropout,
             use_bias=self.use_bias,
+            attention_scale=self.attention_scale,
             causal=causal,
             rotary=self.rotary,
             rotary_max_wavelength=self.rotary_max_wavelength,
@@ -112,6 +118,7 @@ class _TransformerBlock(keras.layers.Layer):
         attention_mask,
         return_attention_scores,
         training,
+        attention_bias=None,
         cache=None,
         cache_index=0,
     ):
@@ -127,6 +134,7 @@ class _TransformerBlock(keras.layers.Layer):
             self._sublayer_input(x, self.self_attention_norm),
             padding_mask=padding_mask,
             attention_mask=attention_mask,
+            attention_bias=attention_bias,
             cache=cache,
             cache_index=cache_index,
             return_attention_scores=return_attention_scores,
@@ -160,6 +168,8 @@ class _TransformerBlock(keras.layers.Layer):
             "num_kv_heads": self.num_kv_heads,
             "use_bias": self.use_bias,
             "rotary_max_wavelength": self.rotary_max_wavelength,
+            "key_dim": self.key_dim,
+            "attention_scale": self.attention_scale,
         }
 
 
@@ -181,7 +191,7 @@ class EncoderBlock(_TransformerBlock):
         dropout: Dropout rate on the output of each sublayer before it is
             added to the residual stream (the paper's residual dropout).
         activation: Feed-forward activation: `"relu"`, `"gelu"`,
-            `"gelu_tanh"` or `"swiglu"`.
+            `"gelu_tanh"`, `"swiglu"` or `"geglu_tanh"`.
         norm_first: `False` (the paper's post-norm, `norm(x + f(x))`) or
             `True` (pre-norm, `x + f(norm(x))`, steadier for deep stacks).
         norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
@@ -193,6 +203,10 @@ class EncoderBlock(_TransformerBlock):
             biases.
         rotary_max_wavelength: Longest wavelength of the rotary embeddings
             (Hugging Face's `rope_theta`).
+        key_dim: Size of each attention head; defaults to
+            `width // num_heads`.
+        attention_scale: Multiplies the query-key logits; defaults to
+            `1 / sqrt(key_dim)` (T5 uses 1).
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -200,6 +214,9 @@ class EncoderBlock(_TransformerBlock):
         padding_mask: Optional `(batch, seq)` mask, true or 1 for real tokens.
         attention_mask: Optional `(batch, seq, seq)` mask, true or 1 where a
             query may attend to a key.
+        attention_bias: Optional float tensor added to the self-attention
+            logits, broadcastable to `(batch, num_heads, seq, seq)` (T5's
+            relative positions, from `RelativePositionBias`).
         return_attention_scores: Whether to also return the self-attention
             weights.
         training: Whether dropout is active.
@@ -239,6 +256,7 @@ class EncoderBlock(_TransformerBlock):
         x,
         padding_mask=None,
         attention_mask=None,
+        attention_bias=None,
         return_attention_scores=False,
         training=None,
     ):
@@ -247,6 +265,7 @@ class EncoderBlock(_TransformerBlock):
             x,
             padding_mask=padding_mask,
             attention_mask=attention_mask,
+            attention_bias=attention_bias,
             return_attention_scores=return_attention_scores,
             training=training,
         )
@@ -279,7 +298,7 @@ class DecoderBlock(_TransformerBlock):
         dropout: Dropout rate on the output of each sublayer before it is
             added to the residual stream (the paper's residual dropout).
         activation: Feed-forward activation: `"relu"`, `"gelu"`,
-            `"gelu_tanh"` or `"swiglu"`.
+            `"gelu_tanh"`, `"swiglu"` or `"geglu_tanh"`.
         norm_first: `False` (the paper's post-norm, `norm(x + f(x))`) or
             `True` (pre-norm, `x + f(norm(x))`, steadier for deep stacks).
         norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
@@ -291,6 +310,10 @@ class DecoderBlock(_TransformerBlock):
             biases.
         rotary_max_wavelength: Longest wavelength of the rotary embeddings
             (Hugging Face's `rope_theta`).
+        key_dim: Size of each attention head; defaults to
+            `width // num_heads`.
+        attention_scale: Multiplies the query-key logits; defaults to
+            `1 / sqrt(key_dim)` (T5 uses 1).
         cross_attention: Whether the block attends to `context`.
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
@@ -303,6 +326,8 @@ class DecoderBlock(_TransformerBlock):
             `context`.
         attention_mask: Optional `(batch, seq, seq)` mask for self-attention,
             combined with the causal mask.
+        attention_bias: Optional float tensor added to the self-attention
+            logits, broadcastable to `(batch, num_heads, seq, key_length)`.
         cache: Optional self-attention key/value cache from
             `initial_cache()`, for incremental decoding: `x` holds the
             positions from `cache_index` on, and the updated cache is
@@ -359,6 +384,8 @@ class DecoderBlock(_TransformerBlock):
         num_kv_heads=None,
         use_bias=True,
         rotary_max_wavelength=10000,
+        key_dim=None,
+        attention_scale=None,
         cross_attention=True,
         **kwargs,
     ):
@@ -374,6 +401,8 @@ class DecoderBlock(_TransformerBlock):
             num_kv_heads=num_kv_heads,
             use_bias=use_bias,
             rotary_max_wavelength=rotary_max_wavelength,
+            key_dim=key_dim,
+            attention_scale=attention_scale,
             **kwargs,
         )
         self.cross_attention = cross_attention
@@ -386,8 +415,10 @@ class DecoderBlock(_TransformerBlock):
             check_rank("context", context_shape, 3, "(batch, seq, width)")
             self.cross_attention_layer = MultiHeadCrossAttention(
                 self.num_heads,
+                key_dim=self.key_dim,
                 dropout=self.dropout,
                 use_bias=self.use_bias,
+                attention_scale=self.attention_scale,
                 name="cross_attention",
                 dtype=self.dtype_policy,
             )
@@ -424,6 +455,7 @@ class DecoderBlock(_TransformerBlock):
         padding_mask=None,
         context_padding_mask=None,
         attention_mask=None,
+        attention_bias=None,
         cache=None,
         cache_index=0,
         cross_attention_cache=None,
@@ -436,6 +468,7 @@ class DecoderBlock(_TransformerBlock):
             x,
             padding_mask=padding_mask,
             attention_mask=attention_mask,
+            attention_bias=attention_bias,
             return_attention_scores=return_attention_scores,
             training=training,
             cache=cache,

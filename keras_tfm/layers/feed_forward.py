@@ -11,8 +11,10 @@ from keras_tfm.layers.validation import (
 )
 
 # `gelu` is exact, as in `torch.nn` and BERT; `gelu_tanh` is the tanh
-# approximation of GPT-2 (Hugging Face's "gelu_new").
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
+# approximation of GPT-2 (Hugging Face's "gelu_new"). The gated ones put
+# their activation on a gate projection: SiLU (LLaMA) or tanh GELU (T5 v1.1).
+GATED_ACTIVATIONS = ("swiglu", "geglu_tanh")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", *GATED_ACTIVATIONS)
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -20,14 +22,15 @@ class FeedForward(keras.layers.Layer):
     """Position-wise feed-forward network: two projections around an activation.
 
     `relu` and `gelu` give the paper's `W2 act(W1 x + b1) + b2`. `swiglu`
-    gives `W2 (silu(Wg x) * W1 x)` (Shazeer, 2020), as in LLaMA. The output has
+    gives `W2 (silu(Wg x) * W1 x)` (Shazeer, 2020), as in LLaMA, and
+    `geglu_tanh` the same with the tanh GELU, as in T5 v1.1. The output has
     the width of the input.
 
     Args:
         hidden_dim: Width of the hidden layer.
         activation: `"relu"`, `"gelu"` (exact, as in `torch.nn` and BERT),
-            `"gelu_tanh"` (the tanh approximation, as in GPT-2) or
-            `"swiglu"`.
+            `"gelu_tanh"` (the tanh approximation, as in GPT-2), `"swiglu"`
+            or `"geglu_tanh"`.
         dropout: Dropout rate on the output.
         use_bias: Whether the projections have biases (LLaMA's have none).
         **kwargs: Standard layer arguments.
@@ -75,7 +78,7 @@ class FeedForward(keras.layers.Layer):
     def build(self, x_shape):
         check_rank("x", x_shape, 3, "(batch, seq, width)")
         self.hidden_dense = self._dense("hidden", self.hidden_dim, x_shape)
-        if self.activation == "swiglu":
+        if self.activation in GATED_ACTIVATIONS:
             self.gate_dense = self._dense("gate", self.hidden_dim, x_shape)
         hidden_shape = (*x_shape[:-1], self.hidden_dim)
         self.output_dense = self._dense("output", x_shape[-1], hidden_shape)
@@ -97,6 +100,8 @@ class FeedForward(keras.layers.Layer):
         hidden = self.hidden_dense(x)
         if self.activation == "swiglu":
             hidden = ops.silu(self.gate_dense(x)) * hidden
+        elif self.activation == "geglu_tanh":
+            hidden = ops.gelu(self.gate_dense(x), approximate=True) * hidden
         elif self.activation == "relu":
             hidden = ops.relu(hidden)
         else:

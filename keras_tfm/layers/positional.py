@@ -1,4 +1,4 @@
-"""Position information: sinusoidal, learned and rotary."""
+"""Position information: sinusoidal, learned, rotary and relative."""
 
 import math
 
@@ -372,4 +372,131 @@ class PositionalEmbedding(keras.layers.Layer):
             "scale_embeddings": self.scale_embeddings,
             "max_wavelength": self.max_wavelength,
             "num_segments": self.num_segments,
+        }
+
+
+def relative_position_buckets(
+    relative_positions, bidirectional, num_buckets, max_distance
+):
+    """T5's bucket of each `key_position - query_position`.
+
+    Half the buckets hold the nearest distances exactly; the rest grow
+    logarithmically up to `max_distance`, beyond which all share the last
+    bucket. Bidirectional buckets split the range between keys before and
+    after the query; otherwise keys after the query all count as 0.
+    """
+    relative_positions = ops.cast(relative_positions, "int32")
+    buckets = 0
+    if bidirectional:
+        num_buckets //= 2
+        buckets = ops.cast(relative_positions > 0, "int32") * num_buckets
+        distances = ops.abs(relative_positions)
+    else:
+        distances = -ops.minimum(relative_positions, 0)
+    max_exact = num_buckets // 2
+    # The logarithm is only read where the distance is at least max_exact.
+    scaled = ops.log(
+        ops.cast(ops.maximum(distances, max_exact), "float32") / max_exact
+    ) / math.log(max_distance / max_exact)
+    far = max_exact + ops.cast(scaled * (num_buckets - max_exact), "int32")
+    far = ops.minimum(far, num_buckets - 1)
+    return buckets + ops.where(distances < max_exact, distances, far)
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class RelativePositionBias(keras.layers.Layer):
+    """T5's learned attention bias for each (query, key) distance.
+
+    Each head learns one scalar per bucket of relative distance
+    (`relative_position_buckets`); the bias is added to the attention
+    logits, so positions need no embedding of their own. One layer serves
+    every block of a stack (T5 computes it in the first block and reuses it).
+    Pass its output as `attention_bias` to `EncoderBlock`, `DecoderBlock` or
+    `MultiHeadSelfAttention`.
+
+    Args:
+        num_heads: Number of attention heads.
+        num_buckets: Number of distance buckets.
+        max_distance: Distance from which all keys share the last bucket.
+        bidirectional: Whether keys after the query get buckets of their own
+            (an encoder); `False` for a causal decoder.
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        x: The queries' input `(batch, q_len, width)`; only its length is
+            used.
+        key_length: Number of keys; defaults to `q_len`. With a key/value
+            cache, the cache's `max_length`.
+        start_index: Position of the first query, for cached decoding.
+
+    Returns:
+        `(1, num_heads, q_len, key_length)` in the layer's compute dtype.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm import EncoderBlock, RelativePositionBias
+
+    x = np.random.rand(2, 7, 16).astype("float32")
+    bias = RelativePositionBias(num_heads=2)(x)  # (1, 2, 7, 7)
+    outputs = EncoderBlock(2, 32, attention_scale=1.0)(x, attention_bias=bias)
+    ```
+
+    References:
+        - [Raffel et al., 2020 (T5)](https://arxiv.org/abs/1910.10683)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        num_buckets=32,
+        max_distance=128,
+        bidirectional=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("num_buckets", num_buckets)
+        check_positive_int("max_distance", max_distance)
+        self.num_heads = num_heads
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+
+    def build(self, x_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.num_buckets, self.num_heads),
+            initializer="uniform",
+        )
+
+    def call(self, x, key_length=None, start_index=0):
+        check_rank("x", x.shape, 3, "(batch, q_len, width)")
+        query_length = ops.shape(x)[1]
+        if key_length is None:
+            key_length = query_length
+        query_positions = ops.arange(query_length) + start_index
+        relative = ops.arange(key_length)[None, :] - query_positions[:, None]
+        buckets = relative_position_buckets(
+            relative, self.bidirectional, self.num_buckets, self.max_distance
+        )
+        bias = ops.take(self.embeddings, buckets, axis=0)  # (q, k, heads)
+        bias = ops.transpose(bias, (2, 0, 1))[None]
+        return ops.cast(bias, self.compute_dtype)
+
+    def compute_output_spec(self, x, key_length=None, start_index=0):
+        if key_length is None:
+            key_length = x.shape[1]
+        return keras.KerasTensor(
+            (1, self.num_heads, x.shape[1], key_length), self.compute_dtype
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "num_buckets": self.num_buckets,
+            "max_distance": self.max_distance,
+            "bidirectional": self.bidirectional,
         }

@@ -3,7 +3,11 @@
 import keras
 from keras import ops
 
-from keras_tfm.layers import DecoderBlock, PositionalEmbedding
+from keras_tfm.layers import (
+    DecoderBlock,
+    PositionalEmbedding,
+    RelativePositionBias,
+)
 from keras_tfm.layers.validation import check_positive_int
 from keras_tfm.models.base import (
     FunctionalModel,
@@ -45,11 +49,35 @@ class Seq2SeqTransformer(FunctionalModel):
         dropout: Dropout rate on embeddings and on each sublayer's output.
         target_vocab_size: Target vocabulary size, if different.
         tie_embeddings: Whether to share embedding and output matrices.
-        position: `"sinusoidal"` (the paper) or `"learned"`.
+        position: `"sinusoidal"` (the paper), `"learned"`, or `None` (with
+            relative positions).
         norm_first: Pre-norm blocks (adds a final norm to each stack).
-        final_norm: Whether each stack ends with a LayerNormalization
+        final_norm: Whether each stack ends with a normalization
             (`encoder_norm`, `decoder_norm`). Defaults to `norm_first`;
             `True` with post-norm blocks matches `torch.nn.Transformer`.
+        activation: Feed-forward activation (`"relu"`, `"gelu"`,
+            `"gelu_tanh"`, `"swiglu"`, `"geglu_tanh"`).
+        norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
+        layer_norm_epsilon: Epsilon of every normalization.
+        use_bias: Whether the attention, feed-forward and (untied) output
+            projections have biases.
+        key_dim: Size of each attention head; defaults to
+            `embed_dim // num_heads`.
+        attention_scale: Multiplies the attention logits; defaults to
+            `1 / sqrt(key_dim)`.
+        relative_position_buckets: With a number, each stack adds T5's
+            learned relative-position bias (`RelativePositionBias`, one per
+            stack, shared by its blocks) to its self-attention logits. Use
+            `position=None` with it.
+        relative_position_max_distance: Distance from which relative
+            positions share the last bucket.
+        scale_embeddings: Whether token embeddings are multiplied by
+            `sqrt(embed_dim)` (the paper).
+        scale_tied_logits: Whether the decoder's output is multiplied by
+            `embed_dim ** -0.5` before the tied projection (T5).
+        decoder_mask_zero: Whether target token id 0 is padding, hidden from
+            self-attention and left out of the loss through the Keras mask.
+            T5 starts every target with its padding id 0: `False`.
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
@@ -68,8 +96,10 @@ class Seq2SeqTransformer(FunctionalModel):
         encoder_dropout, decoder_dropout: Dropout after each embedding.
         encoder_blocks: The `EncoderBlock`s (`encoder_block_0`, ...).
         decoder_blocks: The `DecoderBlock`s (`decoder_block_0`, ...).
-        encoder_norm, decoder_norm: The final LayerNormalization of each
-            stack, or None.
+        encoder_norm, decoder_norm: The final normalization of each stack,
+            or None.
+        encoder_position_bias, decoder_position_bias: The
+            `RelativePositionBias` of each stack, or None.
         output_projection: The Dense layer to logits (`logits`), or None
             when tied to `decoder_embedding`.
 
@@ -110,6 +140,17 @@ class Seq2SeqTransformer(FunctionalModel):
         position="sinusoidal",
         norm_first=False,
         final_norm=None,
+        activation="relu",
+        norm="layer",
+        layer_norm_epsilon=1e-5,
+        use_bias=True,
+        key_dim=None,
+        attention_scale=None,
+        relative_position_buckets=None,
+        relative_position_max_distance=128,
+        scale_embeddings=True,
+        scale_tied_logits=False,
+        decoder_mask_zero=True,
         name="seq2seq_transformer",
         **kwargs,
     ):
@@ -117,13 +158,15 @@ class Seq2SeqTransformer(FunctionalModel):
         shared = tie_embeddings and target_vocab_size in (None, vocab_size)
 
         def embedding(vocab, layer_name):
+            # The encoder's padding mask is computed from its tokens, so
+            # `mask_zero` matters for the decoder's side only.
             return PositionalEmbedding(
                 vocab,
                 sequence_length,
                 embed_dim,
                 position=position,
-                mask_zero=True,
-                scale_embeddings=True,
+                mask_zero=decoder_mask_zero,
+                scale_embeddings=scale_embeddings,
                 name=layer_name,
             )
 
@@ -146,6 +189,12 @@ class Seq2SeqTransformer(FunctionalModel):
             "ff_dim": ff_dim,
             "dropout": dropout,
             "norm_first": norm_first,
+            "activation": activation,
+            "norm": norm,
+            "layer_norm_epsilon": layer_norm_epsilon,
+            "use_bias": use_bias,
+            "key_dim": key_dim,
+            "attention_scale": attention_scale,
         }
         self.encoder_blocks = encoder_blocks(num_layers, **block_options)
         self.decoder_blocks = [
@@ -153,33 +202,30 @@ class Seq2SeqTransformer(FunctionalModel):
             for index in range(num_layers)
         ]
         with_final_norm = norm_first if final_norm is None else final_norm
-        self.encoder_norm = stack_norm("encoder", with_final_norm)
-        self.decoder_norm = stack_norm("decoder", with_final_norm)
+        self.encoder_norm, self.decoder_norm = (
+            stack_norm(stack, with_final_norm, norm, layer_norm_epsilon)
+            for stack in ("encoder", "decoder")
+        )
+        self.encoder_position_bias, self.decoder_position_bias = (
+            None
+            if relative_position_buckets is None
+            else RelativePositionBias(
+                num_heads,
+                relative_position_buckets,
+                relative_position_max_distance,
+                bidirectional=stack == "encoder",
+                name=f"{stack}_position_bias",
+            )
+            for stack in ("encoder", "decoder")
+        )
         self.output_projection = (
             None
             if tie_embeddings
             else keras.layers.Dense(
-                target_vocab_size or vocab_size, name="logits"
+                target_vocab_size or vocab_size,
+                use_bias=use_bias,
+                name="logits",
             )
-        )
-
-        encoder_tokens = keras.Input(
-            (None,), dtype="int32", name="encoder_tokens"
-        )
-        decoder_tokens = keras.Input(
-            (None,), dtype="int32", name="decoder_tokens"
-        )
-        context = self.encode(encoder_tokens)
-        x = self.decoder_dropout(self.decoder_embedding(decoder_tokens))
-        x = run_stack(x, self.decoder_blocks, context=context)
-        super().__init__(
-            {
-                "encoder_tokens": encoder_tokens,
-                "decoder_tokens": decoder_tokens,
-            },
-            self._logits(x),
-            name=name,
-            **kwargs,
         )
 
         self.vocab_size = vocab_size
@@ -194,6 +240,42 @@ class Seq2SeqTransformer(FunctionalModel):
         self.position = position
         self.norm_first = norm_first
         self.final_norm = final_norm
+        self.activation = activation
+        self.norm = norm
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.use_bias = use_bias
+        self.key_dim = key_dim
+        self.attention_scale = attention_scale
+        self.relative_position_buckets = relative_position_buckets
+        self.relative_position_max_distance = relative_position_max_distance
+        self.scale_embeddings = scale_embeddings
+        self.scale_tied_logits = scale_tied_logits
+        self.decoder_mask_zero = decoder_mask_zero
+
+        encoder_tokens = keras.Input(
+            (None,), dtype="int32", name="encoder_tokens"
+        )
+        decoder_tokens = keras.Input(
+            (None,), dtype="int32", name="decoder_tokens"
+        )
+        context = self.encode(encoder_tokens)
+        x = self.decoder_dropout(self.decoder_embedding(decoder_tokens))
+        x = run_stack(
+            x,
+            self.decoder_blocks,
+            context=context,
+            context_padding_mask=ops.not_equal(encoder_tokens, 0),
+            attention_bias=self._position_bias(self.decoder_position_bias, x),
+        )
+        super().__init__(
+            {
+                "encoder_tokens": encoder_tokens,
+                "decoder_tokens": decoder_tokens,
+            },
+            self._logits(x),
+            name=name,
+            **kwargs,
+        )
 
     def encode(self, encoder_tokens):
         """The encoder's output for `encoder_tokens`, computed once.
@@ -207,15 +289,27 @@ class Seq2SeqTransformer(FunctionalModel):
         padding_mask = ops.not_equal(encoder_tokens, 0)
         x = self.encoder_dropout(self.encoder_embedding(encoder_tokens))
         return run_stack(
-            x, self.encoder_blocks, self.encoder_norm, padding_mask=padding_mask
+            x,
+            self.encoder_blocks,
+            self.encoder_norm,
+            padding_mask=padding_mask,
+            attention_bias=self._position_bias(self.encoder_position_bias, x),
         )
+
+    @staticmethod
+    def _position_bias(layer, x, key_length=None, start_index=0):
+        if layer is None:
+            return None
+        return layer(x, key_length=key_length, start_index=start_index)
 
     def _logits(self, x):
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
-        if self.output_projection is None:
-            return self.decoder_embedding(x, reverse=True)
-        return self.output_projection(x)
+        if self.output_projection is not None:
+            return self.output_projection(x)
+        if self.scale_tied_logits:
+            x = x * ops.cast(self.decoder_embedding.embed_dim**-0.5, x.dtype)
+        return self.decoder_embedding(x, reverse=True)
 
     def initial_cache(self, batch_size, max_length, encoder_tokens=None):
         """Encodes the source and returns an empty decoder cache.
@@ -269,6 +363,10 @@ class Seq2SeqTransformer(FunctionalModel):
             the updated cache.
         """
         x = self.decoder_embedding(tokens, start_index=cache_index)
+        max_length = ops.shape(cache["self_attention"][0])[2]
+        attention_bias = self._position_bias(
+            self.decoder_position_bias, x, max_length, cache_index
+        )
         self_attention_cache = []
         for block, block_cache, cross_attention_cache in zip(
             self.decoder_blocks,
@@ -282,6 +380,7 @@ class Seq2SeqTransformer(FunctionalModel):
                 cache_index=cache_index,
                 cross_attention_cache=cross_attention_cache,
                 context_padding_mask=cache["context_padding_mask"],
+                attention_bias=attention_bias,
             )
             self_attention_cache.append(block_cache)
         new_cache = {**cache, "self_attention": tuple(self_attention_cache)}
@@ -302,6 +401,19 @@ class Seq2SeqTransformer(FunctionalModel):
             "position": self.position,
             "norm_first": self.norm_first,
             "final_norm": self.final_norm,
+            "activation": self.activation,
+            "norm": self.norm,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "use_bias": self.use_bias,
+            "key_dim": self.key_dim,
+            "attention_scale": self.attention_scale,
+            "relative_position_buckets": self.relative_position_buckets,
+            "relative_position_max_distance": (
+                self.relative_position_max_distance
+            ),
+            "scale_embeddings": self.scale_embeddings,
+            "scale_tied_logits": self.scale_tied_logits,
+            "decoder_mask_zero": self.decoder_mask_zero,
         }
 
 
