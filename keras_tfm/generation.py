@@ -87,6 +87,9 @@ def generate(
             output and followed by `pad_token_id`; decoding stops once every
             sequence has ended.
         pad_token_id: The padding id of `prompt_tokens` and of the output.
+            `None` when the prompts are unpadded lists whose tokens are all
+            real, even id 0 (T5's decoder starts with its padding id); the
+            output is then padded with 0.
         seed: Optional int that makes `"top_k"` and `"top_p"` reproducible.
         use_cache: `False` runs the whole model at every step (for
             comparison; the output is the same, only slower).
@@ -114,6 +117,8 @@ def generate(
     prompt_tokens, encoder_inputs = _split_prompt(prompt_tokens)
     _check_model(model, encoder_inputs)
     rows = _compact_rows("prompt_tokens", prompt_tokens, pad_token_id)
+    if pad_token_id is None:
+        pad_token_id = 0
     for name, value in encoder_inputs.items():
         if len(value) != len(rows):
             raise ValueError(
@@ -212,7 +217,8 @@ def _compact_rows(name, tokens, pad_token_id):
                 f"`{name}` must hold integer token ids. Received row {index} "
                 f"of dtype {row.dtype}"
             )
-    rows = [row[row != pad_token_id] for row in rows]
+    if pad_token_id is not None:
+        rows = [row[row != pad_token_id] for row in rows]
     for index, row in enumerate(rows):
         if row.size == 0:
             raise ValueError(

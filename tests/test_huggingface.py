@@ -68,6 +68,30 @@ def vit():
     return transformers.ViTForImageClassification(config)
 
 
+def t5(feed_forward_proj):
+    config = transformers.T5Config(
+        vocab_size=101, d_model=48, d_kv=8, d_ff=72, num_layers=2,
+        num_heads=5, feed_forward_proj=feed_forward_proj,
+    )  # fmt: skip
+    return transformers.T5ForConditionalGeneration(config)
+
+
+SOURCE = np.array([[5, 6, 7, 8, 9, 1], [10, 11, 12, 1, 0, 0]])
+TARGET = np.array([[0, 13, 14, 15], [0, 16, 17, 18]])  # starts with 0
+
+
+def t5_case(feed_forward_proj):
+    return (
+        t5(feed_forward_proj),
+        {"encoder_tokens": SOURCE, "decoder_tokens": TARGET},
+        {
+            "input_ids": torch.tensor(SOURCE),
+            "attention_mask": torch.tensor(SOURCE != 0),
+            "decoder_input_ids": torch.tensor(TARGET),
+        },
+    )
+
+
 def torch_outputs(reference, inputs):
     """The reference model's logits (or last hidden states) as NumPy."""
     with torch.no_grad():
@@ -134,11 +158,13 @@ CASES = {
     "bert": case_bert,
     "bert_classifier": case_bert_classifier,
     "vit": case_vit,
+    "t5": lambda: t5_case("relu"),  # v1.0: tied and scaled output
+    "t5_gated": lambda: t5_case("gated-gelu"),  # v1.1
 }
 
 
 def scale_feed_forward(reference, factor=4.0):
-    names = ("mlp", "intermediate", "output.dense")
+    names = ("mlp", "intermediate", "output.dense", "DenseReluDense")
     with torch.no_grad():
         for name, weight in reference.named_parameters():
             if weight.ndim == 2 and any(part in name for part in names):
@@ -252,6 +278,26 @@ def test_greedy_generation_equals_transformers(case, checkpoints):
                 pad_token_id=0,
             )
         np.testing.assert_array_equal(tokens, theirs[0, len(prompt) :].numpy())
+
+
+def test_t5_translates_as_transformers_does(checkpoints):
+    """Source in, target generated from T5's start token (its padding id 0,
+    hence `pad_token_id=None`), sources of different lengths batched."""
+    for case in ("t5", "t5_gated"):
+        directory, reference, _, _ = checkpoints[case]
+        model = interop.from_huggingface(directory)
+        prompts = {"encoder_tokens": SOURCE, "decoder_tokens": [[0], [0]]}
+        ours = generation.generate(model, prompts, 6, pad_token_id=None)
+        with torch.no_grad():
+            theirs = reference.generate(
+                input_ids=torch.tensor(SOURCE),
+                attention_mask=torch.tensor(SOURCE != 0),
+                max_new_tokens=6,
+                do_sample=False,
+                decoder_start_token_id=0,
+                eos_token_id=None,
+            )
+        np.testing.assert_array_equal(ours, theirs[:, 1:].numpy())
 
 
 def test_sharded_checkpoint_loads(tmp_path):

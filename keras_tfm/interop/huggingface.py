@@ -50,6 +50,7 @@ def from_huggingface(directory):
     | `bert` | `BertModel` | `TextEncoder` |
     | `bert` | `BertForSequenceClassification` | `TextClassifier` |
     | `vit` | `ViTForImageClassification` | `ViTClassifier` |
+    | `t5` | `T5ForConditionalGeneration` | `Seq2SeqTransformer` |
 
     Inputs follow Keras conventions: token ids `(batch, seq)` (BERT masks
     id 0 as padding and takes `segment_ids` for token types) and images
@@ -788,6 +789,164 @@ def _vit_config(model):
     }
 
 
+def _t5_activation(config):
+    """T5's `feed_forward_proj` (`relu`, `gated-gelu`, ...) as ours."""
+    projection = config.get("feed_forward_proj", "relu")
+    gated = projection.startswith("gated-")
+    function = config.get("dense_act_fn") or projection.removeprefix("gated-")
+    if gated and projection == "gated-gelu":
+        function = "gelu_new"  # what transformers runs for "gated-gelu"
+    activations = (
+        {"gelu_new": "geglu_tanh", "silu": "swiglu"}
+        if gated
+        else {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh"}
+    )
+    if function not in activations:
+        raise ValueError(
+            f"config.json has feed_forward_proj={projection!r} (activation "
+            f"{function!r}), which keras_tfm does not support for T5: "
+            "expected 'relu', 'gelu', 'gated-gelu' or 'gated-silu'."
+        )
+    return activations[function]
+
+
+def _t5_build(config):
+    _architecture(config, ("T5ForConditionalGeneration",))
+    num_layers = config["num_layers"]
+    _require(config, "num_decoder_layers", (num_layers, None))
+    _require(config, "pad_token_id", (0,), 0)
+    _require(config, "decoder_start_token_id", (0, None), 0)
+    tied = config.get("tie_word_embeddings", True)
+    return models.Seq2SeqTransformer(
+        config["vocab_size"],
+        config.get("n_positions") or 512,
+        num_layers=num_layers,
+        embed_dim=config["d_model"],
+        num_heads=config["num_heads"],
+        ff_dim=config["d_ff"],
+        dropout=config.get("dropout_rate", 0.1),
+        tie_embeddings=tied,
+        position=None,
+        norm_first=True,
+        final_norm=True,
+        activation=_t5_activation(config),
+        norm="rms",
+        layer_norm_epsilon=config.get("layer_norm_epsilon", 1e-6),
+        use_bias=False,
+        key_dim=config["d_kv"],
+        attention_scale=1.0,
+        relative_position_buckets=config.get(
+            "relative_attention_num_buckets", 32
+        ),
+        relative_position_max_distance=config.get(
+            "relative_attention_max_distance", 128
+        ),
+        scale_embeddings=False,
+        scale_tied_logits=tied and config.get("scale_decoder_outputs", True),
+        decoder_mask_zero=False,
+    )
+
+
+def _t5_feed_forward_names(model):
+    if model.activation in ("geglu_tanh", "swiglu"):
+        return ("wi_1", "wo", "wi_0")
+    return ("wi", "wo")
+
+
+def _t5_tensors(model):
+    tensors = [_token_embedding("shared.weight", model.decoder_embedding)]
+    feed_forward = _t5_feed_forward_names(model)
+    stacks = (
+        ("encoder", model.encoder_blocks, model.encoder_position_bias),
+        ("decoder", model.decoder_blocks, model.decoder_position_bias),
+    )
+    for stack, blocks, position_bias in stacks:
+        tensors.append(
+            _Tensor(
+                f"{stack}.block.0.layer.0.SelfAttention."
+                "relative_attention_bias.weight",
+                [(position_bias, "embeddings")],
+            )
+        )
+        for index, block in enumerate(blocks):
+            prefix = f"{stack}.block.{index}.layer"
+            sublayers = [("SelfAttention", block.self_attention)]
+            norms = [block.self_attention_norm]
+            if stack == "decoder":
+                sublayers.append(
+                    ("EncDecAttention", block.cross_attention_layer)
+                )
+                norms.append(block.cross_attention_norm)
+            for position, (name, attention) in enumerate(sublayers):
+                tensors += _attention(
+                    f"{prefix}.{position}.{name}",
+                    attention,
+                    ("q", "k", "v", "o"),
+                )
+                tensors += _norm(
+                    f"{prefix}.{position}.layer_norm", norms[position]
+                )
+            last = len(sublayers)
+            tensors += _feed_forward(
+                f"{prefix}.{last}.DenseReluDense.",
+                block.feed_forward,
+                feed_forward,
+            )
+            tensors += _norm(
+                f"{prefix}.{last}.layer_norm", block.feed_forward_norm
+            )
+    tensors += _norm("encoder.final_layer_norm", model.encoder_norm)
+    tensors += _norm("decoder.final_layer_norm", model.decoder_norm)
+    if model.output_projection is not None:
+        tensors += _linear("lm_head", model.output_projection)
+    return tensors
+
+
+def _t5_config(model):
+    _check_model(
+        model, "T5", position=None, norm_first=True, norm="rms",
+        use_bias=False, attention_scale=1.0, scale_embeddings=False,
+        decoder_mask_zero=False, target_vocab_size=None,
+    )  # fmt: skip
+    if model.relative_position_buckets is None:
+        raise ValueError(
+            "`model` has relative_position_buckets=None; T5 needs relative "
+            "position biases."
+        )
+    projections = {
+        "relu": "relu",
+        "gelu": "gelu",
+        "gelu_tanh": "gelu_new",
+        "geglu_tanh": "gated-gelu",
+        "swiglu": "gated-silu",
+    }
+    return {
+        "vocab_size": model.vocab_size,
+        "n_positions": model.sequence_length,
+        "d_model": model.embed_dim,
+        "d_kv": model.key_dim or model.embed_dim // model.num_heads,
+        "d_ff": model.ff_dim,
+        "num_layers": model.num_layers,
+        "num_decoder_layers": model.num_layers,
+        "num_heads": model.num_heads,
+        "feed_forward_proj": projections[model.activation],
+        "layer_norm_epsilon": model.layer_norm_epsilon,
+        "relative_attention_num_buckets": model.relative_position_buckets,
+        "relative_attention_max_distance": (
+            model.relative_position_max_distance
+        ),
+        "dropout_rate": model.dropout,
+        # transformers 4 reads tying from `tie_word_embeddings`; 5 always
+        # ties and reads the output scaling from it.
+        "tie_word_embeddings": model.tie_embeddings,
+        "scale_decoder_outputs": model.scale_tied_logits,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+        "is_encoder_decoder": True,
+    }
+
+
 _GPT2 = _Family(
     "gpt2", "transformer.", _gpt2_build, _gpt2_tensors, _gpt2_config,
     lambda model: "GPT2LMHeadModel",
@@ -812,6 +971,10 @@ _FAMILIES = {
         "vit", "vit.", _vit_build, _vit_tensors, _vit_config,
         lambda model: "ViTForImageClassification",
     ),
+    "t5": _Family(
+        "t5", "", _t5_build, _t5_tensors, _t5_config,
+        lambda model: "T5ForConditionalGeneration",
+    ),
 }  # fmt: skip
 
 
@@ -831,8 +994,10 @@ def _family_of(model):
         return _FAMILIES["bert"]
     if isinstance(model, models.ViTClassifier):
         return _FAMILIES["vit"]
+    if isinstance(model, models.Seq2SeqTransformer):
+        return _FAMILIES["t5"]
     raise ValueError(
-        "`model` must be a CausalLM, TextEncoder, TextClassifier or "
-        f"ViTClassifier to be written as a Hugging Face checkpoint. "
-        f"Received: {type(model).__name__}"
+        "`model` must be a CausalLM, Seq2SeqTransformer, TextEncoder, "
+        "TextClassifier or ViTClassifier to be written as a Hugging Face "
+        f"checkpoint. Received: {type(model).__name__}"
     )

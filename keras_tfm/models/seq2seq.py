@@ -26,9 +26,9 @@ class Seq2SeqTransformer(FunctionalModel):
     logits, left out of the loss). Embeddings are scaled by `sqrt(embed_dim)`
     and followed by dropout, as in the paper.
 
-    With `tie_embeddings=True` and one vocabulary (`target_vocab_size` unset
-    or equal to `vocab_size`), the encoder embedding, the decoder embedding
-    and the output projection share one matrix and the projection has no
+    With one vocabulary (`target_vocab_size` unset or equal to
+    `vocab_size`) the encoder and the decoder share one embedding, and with
+    `tie_embeddings=True` the output projection is that matrix too, with no
     bias; with a 37,000-token vocabulary the base model then has 63,082,496
     weights. With two vocabularies, tying shares the decoder embedding with
     the output projection only.
@@ -155,7 +155,7 @@ class Seq2SeqTransformer(FunctionalModel):
         **kwargs,
     ):
         check_positive_int("num_layers", num_layers)
-        shared = tie_embeddings and target_vocab_size in (None, vocab_size)
+        shared = target_vocab_size in (None, vocab_size)
 
         def embedding(vocab, layer_name):
             # The encoder's padding mask is computed from its tokens, so
