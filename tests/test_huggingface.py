@@ -419,3 +419,17 @@ def test_int8_quantized_import_stays_close(checkpoints):
     error = np.abs(quantized - expected).max() / np.abs(expected).max()
     assert 0 < error < 0.05
     assert weight_bytes(model) < float_bytes / 3
+
+
+def test_relative_position_buckets_are_t5s():
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    from keras_tfm.layers.positional import relative_position_buckets
+
+    relative = np.arange(-300, 300)[None, :] - np.arange(40)[:, None]
+    for bidirectional in (True, False):
+        expected = T5Attention._relative_position_bucket(
+            torch.tensor(relative), bidirectional, 32, 128
+        ).numpy()
+        buckets = relative_position_buckets(relative, bidirectional, 32, 128)
+        np.testing.assert_array_equal(to_numpy(buckets), expected)

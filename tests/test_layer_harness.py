@@ -15,6 +15,7 @@ from keras_tfm import (
     MultiHeadCrossAttention,
     MultiHeadSelfAttention,
     PositionalEmbedding,
+    RelativePositionBias,
     RotaryEmbedding,
     SinusoidalEncoding,
 )
@@ -40,6 +41,21 @@ class LayerHarnessTest(TestCase):
             expected_num_trainable_weights=0,
             run_training_check=False,
         )
+
+    def test_relative_position_bias(self):
+        for bidirectional in (True, False):
+            self.run_layer_test(
+                RelativePositionBias,
+                init_kwargs={
+                    "num_heads": 3,
+                    "num_buckets": 8,
+                    "max_distance": 16,
+                    "bidirectional": bidirectional,
+                },
+                input_shape=(2, 5, 4),
+                expected_output_shape=(1, 3, 5, 5),
+                expected_num_trainable_weights=1,
+            )
 
     def test_positional_embedding(self):
         for position, weights in (("learned", 2), ("sinusoidal", 1)):

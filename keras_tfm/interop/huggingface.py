@@ -913,6 +913,12 @@ def _t5_config(model):
             "`model` has relative_position_buckets=None; T5 needs relative "
             "position biases."
         )
+    if not model.tie_embeddings:
+        raise ValueError(
+            "`model` has tie_embeddings=False, but transformers 5 always "
+            "ties T5's output projection to its embedding: T5 with its own "
+            "`lm_head` loads into keras_tfm but cannot be written back."
+        )
     projections = {
         "relu": "relu",
         "gelu": "gelu",
@@ -936,9 +942,9 @@ def _t5_config(model):
             model.relative_position_max_distance
         ),
         "dropout_rate": model.dropout,
-        # transformers 4 reads tying from `tie_word_embeddings`; 5 always
-        # ties and reads the output scaling from it.
-        "tie_word_embeddings": model.tie_embeddings,
+        # transformers 5 always ties, and reads the output scaling from
+        # `tie_word_embeddings` when it builds the config.
+        "tie_word_embeddings": model.scale_tied_logits,
         "scale_decoder_outputs": model.scale_tied_logits,
         "pad_token_id": 0,
         "eos_token_id": 1,
