@@ -169,8 +169,9 @@ def plot_cross_attention(model, tokenizer, inputs, index=0):
     on one held-out pair (teacher forcing), averaged over heads."""
     block = model.decoder_blocks[-1]
     inputs = {name: array[index : index + 1] for name, array in inputs.items()}
-    # The last block's inputs: the previous block's output and the encoder's.
-    decoder_hidden, encoder_output = keras.Model(model.inputs, block.input)(
+    # The last block's inputs: the previous block's output, the encoder's
+    # and the source's padding mask.
+    decoder_hidden, encoder_output, _ = keras.Model(model.inputs, block.input)(
         inputs
     )
     source, target = inputs["encoder_tokens"], inputs["decoder_tokens"]

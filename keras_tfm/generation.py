@@ -27,15 +27,18 @@ own `predict_on_batch` (XLA on TensorFlow and JAX; eager on PyTorch, where
 nothing recompiles).
 """
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_tfm.layers.validation import check_choice, check_positive_int
 
-__all__ = ["generate"]
+__all__ = ["generate", "stream"]
 
 SAMPLERS = ("greedy", "top_k", "top_p", "beam")
+TORCH_STEPS = ("auto", "eager", "export", "compile")
 
 # The attribute of a model that holds its compiled loops, so that calling
 # `generate` again reuses the compiled program. Keras's saving skips
@@ -56,6 +59,7 @@ def generate(
     pad_token_id=0,
     seed=None,
     use_cache=True,
+    torch_step="auto",
 ):
     """Generates tokens after each prompt.
 
@@ -93,6 +97,14 @@ def generate(
         seed: Optional int that makes `"top_k"` and `"top_p"` reproducible.
         use_cache: `False` runs the whole model at every step (for
             comparison; the output is the same, only slower).
+        torch_step: How the PyTorch backend runs the cached prefill and
+            decode steps: `"eager"` (Keras layers called as usual),
+            `"export"` (traced once per input shape with `torch.export`,
+            which leaves Keras's Python out), `"compile"` (the exported
+            step compiled by `torch.compile`), or `"auto"`, the fastest on
+            this machine (see the generation guide). A step that fails to
+            trace runs eagerly, with one warning. Other backends compile the
+            whole loop with XLA and take `"auto"` only.
 
     Returns:
         A NumPy int array `(batch, max_new_tokens)`: the tokens generated
@@ -114,22 +126,15 @@ def generate(
     """
     check_positive_int("max_new_tokens", max_new_tokens)
     _check_sampling(sampler, temperature, k, p, num_beams)
-    prompt_tokens, encoder_inputs = _split_prompt(prompt_tokens)
-    _check_model(model, encoder_inputs)
-    rows = _compact_rows("prompt_tokens", prompt_tokens, pad_token_id)
-    if pad_token_id is None:
-        pad_token_id = 0
-    for name, value in encoder_inputs.items():
-        if len(value) != len(rows):
-            raise ValueError(
-                f"`{name}` and `decoder_tokens` must have the same batch "
-                f"size. Received: {len(value)} and {len(rows)}"
-            )
-    lengths = np.array([len(row) for row in rows])
-    _check_length(model, lengths.max() + max_new_tokens)
+    torch_step = _check_torch_step(torch_step)
+    rows, lengths, encoder_inputs = _prepare_prompts(
+        model, prompt_tokens, max_new_tokens, pad_token_id
+    )
+    pad_token_id = pad_token_id or 0
     use_cache = use_cache and _can_use_cache(model)
     options = {
         "use_cache": use_cache,
+        "torch_step": torch_step,
         "temperature": temperature,
         "k": k,
         "p": p,
@@ -165,6 +170,146 @@ def generate(
     return _pad_after_end(outputs, end_token_id, pad_token_id)
 
 
+def stream(
+    model,
+    prompt_tokens,
+    max_new_tokens,
+    sampler="greedy",
+    temperature=1.0,
+    k=10,
+    p=0.9,
+    end_token_id=None,
+    pad_token_id=0,
+    seed=None,
+    torch_step="auto",
+):
+    """Yields generated tokens as they are produced, one step at a time.
+
+    The same decoding as `generate` (the key/value cache, keras-hub's
+    samplers, the same prompts and options), run as a Python loop over the
+    model's prefill and decode steps so that an application can show text
+    as it appears. On PyTorch the steps are traced as `torch_step` says; on
+    TensorFlow and JAX they run eagerly (`generate` compiles its whole loop
+    and is faster when nothing needs to be shown before the end). Greedy
+    streaming yields exactly `generate`'s tokens.
+
+    Args:
+        model: A model with the decoding contract of this module
+            (`models.CausalLM`, `models.Seq2SeqTransformer`, ...).
+        prompt_tokens: As for `generate`.
+        max_new_tokens: Number of tokens to generate after each prompt.
+        sampler: `"greedy"`, `"top_k"` or `"top_p"` (beam search cannot
+            stream: its best sequence is known only at the end).
+        temperature: As for `generate`.
+        k: As for `generate`.
+        p: As for `generate`.
+        end_token_id: Optional token that ends a sequence; a row that has
+            ended yields `pad_token_id`, and the stream stops once every
+            row has ended.
+        pad_token_id: As for `generate`.
+        seed: As for `generate`.
+        torch_step: As for `generate`.
+
+    Returns:
+        A generator of NumPy int arrays `(batch,)`: the first new token of
+        every prompt, then the second, and so on.
+
+    Example:
+
+    ```python
+    from keras_tfm import generation, models
+
+    model = models.causal_lm(
+        vocab_size=50, sequence_length=16, num_layers=1, embed_dim=16,
+        num_heads=2, ff_dim=32,
+    )
+    for tokens in generation.stream(model, [[5, 6, 7]], max_new_tokens=4):
+        print(tokens)  # one new token per prompt, as soon as it exists
+    ```
+    """
+    check_positive_int("max_new_tokens", max_new_tokens)
+    if sampler == "beam":
+        raise ValueError(
+            "`stream` cannot use `sampler='beam'`: beam search knows its "
+            "best sequence only at the end. Use `generate`."
+        )
+    _check_sampling(sampler, temperature, k, p, num_beams=1)
+    torch_step = _check_torch_step(torch_step)
+    if not _can_use_cache(model):
+        raise ValueError(
+            "`stream` decodes with the model's `initial_cache` and "
+            "`call_with_cache` (see `keras_tfm.generation`); "
+            f"{type(model).__name__} has neither."
+        )
+    rows, lengths, encoder_inputs = _prepare_prompts(
+        model, prompt_tokens, max_new_tokens, pad_token_id
+    )
+    pad_token_id = pad_token_id or 0
+    sampler = _make_sampler(sampler, temperature, k, p, num_beams=1)
+    if getattr(sampler, "seed_generator", None) is not None:
+        sampler.seed_generator = keras.random.SeedGenerator(seed)
+    step = _step_function(model, torch_step, _model_cache(model))
+    return _stream_steps(
+        model, step, sampler, rows, lengths, encoder_inputs,
+        max_new_tokens, end_token_id, pad_token_id,
+    )  # fmt: skip
+
+
+def _stream_steps(
+    model, step, sampler, rows, lengths, encoder_inputs, max_new_tokens,
+    end_token_id, pad_token_id,
+):  # fmt: skip
+    """The generator behind `stream`.
+
+    Every row runs through the same positions: from the shortest prompt on,
+    a row copies its own prompt until it ends, then samples. A row's k-th
+    new token is yielded once every row has one.
+    """
+    batch_size, total = len(rows), lengths.max() + max_new_tokens
+    tokens = np.full((batch_size, total), pad_token_id, "int32")
+    for row, prompt in enumerate(rows):
+        tokens[row, : len(prompt)] = prompt
+    start = lengths.min()
+    cache = model.initial_cache(batch_size, total, **encoder_inputs)
+    _, cache = step(ops.convert_to_tensor(tokens[:, :start]), cache, 0)
+    ended = np.zeros(batch_size, bool)
+    for index in range(start, total):
+        token = ops.convert_to_tensor(tokens[:, index - 1 : index])
+        logits, cache = step(token, cache, index - 1)
+        probabilities = sampler.compute_probabilities(logits[:, 0])
+        sampled = ops.convert_to_numpy(sampler.get_next_token(probabilities))
+        generating = index >= lengths
+        tokens[generating, index] = sampled[generating]
+        # The k-th new token of every row exists once the longest prompt
+        # has produced its own.
+        new_index = index - lengths.max()
+        if 0 <= new_index < max_new_tokens:
+            new_tokens = tokens[np.arange(batch_size), lengths + new_index]
+            new_tokens = np.where(ended, pad_token_id, new_tokens)
+            yield new_tokens
+            if end_token_id is not None:
+                ended |= new_tokens == end_token_id
+                if ended.all():
+                    return
+
+
+def _prepare_prompts(model, prompt_tokens, max_new_tokens, pad_token_id):
+    """`(rows, lengths, encoder_inputs)`, checked: each prompt's tokens
+    without padding, their lengths, and the encoder's inputs if any."""
+    prompt_tokens, encoder_inputs = _split_prompt(prompt_tokens)
+    _check_model(model, encoder_inputs)
+    rows = _compact_rows("prompt_tokens", prompt_tokens, pad_token_id)
+    for name, value in encoder_inputs.items():
+        if len(value) != len(rows):
+            raise ValueError(
+                f"`{name}` and `decoder_tokens` must have the same batch "
+                f"size. Received: {len(value)} and {len(rows)}"
+            )
+    lengths = np.array([len(row) for row in rows])
+    _check_length(model, lengths.max() + max_new_tokens)
+    return rows, lengths, encoder_inputs
+
+
 def _check_sampling(sampler, temperature, k, p, num_beams):
     check_choice("sampler", sampler, SAMPLERS)
     check_positive_int("k", k)
@@ -176,6 +321,20 @@ def _check_sampling(sampler, temperature, k, p, num_beams):
             f"`temperature` must be positive. Received: temperature="
             f"{temperature}"
         )
+
+
+def _check_torch_step(torch_step):
+    """The step mode to use: `"auto"` resolved for this backend and device."""
+    check_choice("torch_step", torch_step, TORCH_STEPS)
+    if keras.backend.backend() != "torch":
+        if torch_step != "auto":
+            raise ValueError(
+                f"`torch_step` applies to the PyTorch backend; on "
+                f"{keras.backend.backend()} the whole loop is compiled with "
+                f"XLA. Received: torch_step={torch_step!r}"
+            )
+        return None
+    return "export" if torch_step == "auto" else torch_step
 
 
 def _run_loop(model, sampler, inputs, seed, options):
@@ -290,10 +449,12 @@ class _GenerationLoop(keras.Model):
     constants.
     """
 
-    def __init__(self, model, use_cache, sampler, end_token_id):
+    def __init__(self, model, use_cache, sampler, end_token_id, step):
         super().__init__(name="generation_loop")
         self.wrapped_model = model
         self.use_cache = use_cache
+        # The model's `call_with_cache`, or on PyTorch its traced version.
+        self.call_with_cache = step
         self.sampler = sampler
         # Tracked, so that the random state advances between calls.
         self.seed_generator = getattr(sampler, "seed_generator", None)
@@ -338,12 +499,12 @@ class _GenerationLoop(keras.Model):
         model = self.wrapped_model
         batch_size, max_length = ops.shape(tokens)[0], ops.shape(tokens)[1]
         cache = model.initial_cache(batch_size, max_length, **encoder_inputs)
-        _, cache = model.call_with_cache(tokens, cache, 0)
+        _, cache = self.call_with_cache(tokens, cache, 0)
 
         def next_logits(tokens, cache, index):
             # Beam search calls this with `num_beams` rows per prompt.
             token = ops.slice(tokens, (0, index - 1), (ops.shape(tokens)[0], 1))
-            logits, cache = model.call_with_cache(token, cache, index - 1)
+            logits, cache = self.call_with_cache(token, cache, index - 1)
             return logits[:, 0, :], None, cache
 
         return next_logits, cache
@@ -384,13 +545,7 @@ def _generation_loop(model, sampler, **options):
     shape with unknown dimensions, which keras-hub's beam search rejects.
     """
     key = (sampler, *sorted(options.items()))
-    loops = getattr(model, _LOOPS_ATTRIBUTE, None)
-    if loops is None:
-        loops = {}
-        # Set past Keras's attribute tracking: the loops are a cache that
-        # lives and dies with the model, not one of its layers (a global
-        # cache would keep every model it has seen alive).
-        object.__setattr__(model, _LOOPS_ATTRIBUTE, loops)
+    loops = _model_cache(model)
     if key not in loops:
         loop = _GenerationLoop(
             model,
@@ -403,9 +558,96 @@ def _generation_loop(model, sampler, **options):
                 options["num_beams"],
             ),
             options["end_token_id"],
+            _step_function(model, options["torch_step"], loops),
         )
         # XLA on TensorFlow and JAX; torch.compile would recompile as the
         # loop's index changes, and eager PyTorch runs the step as is.
         loop.compile(jit_compile=keras.backend.backend() != "torch")
         loops[key] = loop
     return loops[key]
+
+
+def _model_cache(model):
+    """The dict of compiled loops and traced steps kept on `model`."""
+    loops = getattr(model, _LOOPS_ATTRIBUTE, None)
+    if loops is None:
+        loops = {}
+        # Set past Keras's attribute tracking: the loops are a cache that
+        # lives and dies with the model, not one of its layers (a global
+        # cache would keep every model it has seen alive).
+        object.__setattr__(model, _LOOPS_ATTRIBUTE, loops)
+    return loops
+
+
+def _step_function(model, torch_step, loops):
+    """What the loop calls for a cached step: `model.call_with_cache`, or
+    on PyTorch its `_TorchStep`, one per mode and model."""
+    if torch_step in (None, "eager") or not _can_use_cache(model):
+        return getattr(model, "call_with_cache", None)
+    key = ("torch_step", torch_step)
+    if key not in loops:
+        loops[key] = _TorchStep(model, compile_program=torch_step == "compile")
+    return loops[key]
+
+
+class _TorchStep:
+    """A model's `call_with_cache`, traced once per input shape on PyTorch.
+
+    `torch.export` in non-strict mode runs Keras's Python once and records
+    only the tensor operations, so a traced step no longer pays Keras's
+    per-layer call overhead; with `compile_program`, `torch.compile` then
+    fuses the recorded program. The model is traced as a sub-module, so the
+    program reads its current weights: training after a trace is seen. A
+    trace that fails makes every later call run eagerly, after one warning.
+    """
+
+    def __init__(self, model, compile_program):
+        self.model = model
+        self.compile_program = compile_program
+        self.programs = {}
+        self.failed = False
+
+    def __call__(self, tokens, cache, cache_index):
+        if self.failed:
+            return self.model.call_with_cache(tokens, cache, cache_index)
+        import torch
+
+        index = torch.as_tensor(cache_index, dtype=torch.int32)
+        key = tuple(
+            tuple(tensor.shape)
+            for tensor in keras.tree.flatten((tokens, cache))
+        )
+        if key not in self.programs:
+            try:
+                self.programs[key] = self._trace(tokens, cache, index)
+            except Exception as error:  # any tracing failure: run eagerly
+                self.failed = True
+                warnings.warn(
+                    "keras_tfm.generation could not trace the decode step "
+                    f"with torch.export ({type(error).__name__}: {error}); "
+                    "decoding runs eagerly instead.",
+                    stacklevel=2,
+                )
+                return self.model.call_with_cache(tokens, cache, cache_index)
+        return self.programs[key](tokens, cache, index)
+
+    def _trace(self, tokens, cache, index):
+        import torch
+
+        model = self.model
+
+        class Step(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, tokens, cache, index):
+                return self.model.call_with_cache(tokens, cache, index)
+
+        with torch.no_grad():
+            program = torch.export.export(
+                Step(), (tokens, cache, index), strict=False
+            ).module()
+        if self.compile_program:
+            program = torch.compile(program)
+        return program

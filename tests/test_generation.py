@@ -327,3 +327,123 @@ def test_class_decoding_equals_the_model_on_the_whole_sequence(translator):
     np.testing.assert_allclose(to_numpy(step), full[:, 3:4], atol=1e-4)
     with pytest.raises(ValueError, match="encoder_tokens=None"):
         translator.initial_cache(2, 5)
+
+
+def test_streaming_yields_generate_tokens_step_by_step(language_model):
+    expected = generation.generate(language_model, PROMPTS, 6)
+    steps = list(generation.stream(language_model, PROMPTS, 6))
+    assert len(steps) == 6 and all(step.shape == (2,) for step in steps)
+    np.testing.assert_array_equal(np.stack(steps, axis=1), expected)
+    end_token = int(expected[1, 2])
+    ended = generation.generate(
+        language_model, PROMPTS, 6, end_token_id=end_token
+    )
+    steps = list(
+        generation.stream(language_model, PROMPTS, 6, end_token_id=end_token)
+    )
+    np.testing.assert_array_equal(
+        np.stack(steps, axis=1), ended[:, : len(steps)]
+    )
+    assert (ended[:, len(steps) :] == 0).all()  # stopped once all ended
+
+
+def test_streaming_a_translation(translator):
+    prompts = {
+        "encoder_tokens": np.array([[5, 6, 7, 0], [8, 9, 10, 11]]),
+        "decoder_tokens": np.array([[1], [1]]),
+    }
+    steps = list(generation.stream(translator, prompts, 5))
+    np.testing.assert_array_equal(
+        np.stack(steps, axis=1), generation.generate(translator, prompts, 5)
+    )
+
+
+def test_streaming_errors(language_model):
+    with pytest.raises(ValueError, match="sampler='beam'"):
+        next(generation.stream(language_model, PROMPTS, 4, sampler="beam"))
+    plain = keras.Sequential(
+        [keras.Input((None,)), keras.layers.Embedding(50, 3)]
+    )
+    with pytest.raises(ValueError, match="has neither"):
+        next(generation.stream(plain, PROMPTS, 4))
+
+
+torch_only = pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="torch_step is PyTorch's"
+)
+
+
+@torch_only
+@pytest.mark.parametrize("mode", ["export", "compile"])
+def test_traced_steps_equal_the_eager_step(language_model, mode):
+    from keras_tfm.generation import _TorchStep
+
+    tokens = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+    traced = _TorchStep(language_model, compile_program=mode == "compile")
+    results = []
+    for step in (language_model.call_with_cache, traced):
+        cache = language_model.initial_cache(2, 8)
+        prefill, cache = step(ops.convert_to_tensor(tokens[:, :5]), cache, 0)
+        logits, _ = step(ops.convert_to_tensor(tokens[:, 5:6]), cache, 5)
+        results.append((to_numpy(prefill), to_numpy(logits)))
+    for eager, traced_result in zip(*results, strict=True):
+        np.testing.assert_allclose(traced_result, eager, atol=1e-5)
+    greedy = generation.generate(language_model, PROMPTS, 6, torch_step=mode)
+    np.testing.assert_array_equal(
+        greedy,
+        generation.generate(language_model, PROMPTS, 6, torch_step="eager"),
+    )
+
+
+@torch_only
+def test_a_second_generate_does_not_trace_again(monkeypatch):
+    import torch
+
+    model = seeded_model(
+        models.causal_lm, vocab_size=VOCAB, sequence_length=16, num_layers=1,
+        embed_dim=16, num_heads=2, ff_dim=32,
+    )  # fmt: skip
+    traces = []
+    export = torch.export.export
+    monkeypatch.setattr(
+        torch.export,
+        "export",
+        lambda *a, **k: traces.append(1) or export(*a, **k),
+    )
+    first = generation.generate(model, PROMPTS, 4, torch_step="export")
+    assert len(traces) == 2  # the prefill and the step
+    # Weights changed after the trace are seen; nothing is traced again.
+    kernel = model.blocks[0].feed_forward.output_dense.kernel
+    kernel.assign(to_numpy(kernel) * 3.0)
+    second = generation.generate(model, PROMPTS, 4, torch_step="export")
+    assert len(traces) == 2
+    np.testing.assert_array_equal(
+        second, generation.generate(model, PROMPTS, 4, torch_step="eager")
+    )
+    assert not np.array_equal(first, second)
+
+
+@torch_only
+def test_a_failed_trace_warns_and_decodes_eagerly(monkeypatch):
+    import torch
+
+    model = seeded_model(
+        models.causal_lm, vocab_size=VOCAB, sequence_length=16, num_layers=1,
+        embed_dim=16, num_heads=2, ff_dim=32,
+    )  # fmt: skip
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("data-dependent shape")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    with pytest.warns(UserWarning, match="data-dependent shape"):
+        tokens = generation.generate(model, PROMPTS, 4, torch_step="export")
+    np.testing.assert_array_equal(
+        tokens, generation.generate(model, PROMPTS, 4, torch_step="eager")
+    )
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="XLA only")
+def test_torch_step_is_refused_on_other_backends(language_model):
+    with pytest.raises(ValueError, match="torch_step='export'"):
+        generation.generate(language_model, PROMPTS, 2, torch_step="export")
