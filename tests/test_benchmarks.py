@@ -36,14 +36,27 @@ def test_train_step_prints_every_row():
     assert (torch_nn_ms != "-") == (keras.backend.backend() == "torch")
 
 
-def test_decode_prints_both_rows():
+def test_decode_prints_every_row():
     output = run_benchmark(
         "benchmarks.decode",
         *("--batch", "1", "--prompt-length", "2", "--new-tokens", "3"),
         *("--repeats", "1"),
     )
-    rows = table_rows(output)
-    assert [row[0] for row in rows] == ["uncached", "KV cache"]
+    labels = [row[0] for row in table_rows(output)]
+    if keras.backend.backend() == "torch":
+        cached = [
+            f"keras_tfm KV cache, torch_step={mode}"
+            for mode in ("eager", "export", "compile")
+        ]
+        floor = ["plain PyTorch, eager", "plain PyTorch, compiled"]
+    else:
+        cached, floor = ["keras_tfm KV cache"], []
+    assert labels == [
+        "keras-hub GPT2CausalLM",
+        "keras_tfm uncached",
+        *cached,
+        *floor,
+    ]
 
 
 @pytest.mark.skipif(
