@@ -106,6 +106,26 @@ def _fold_mask_into_bias(bias, mask, dtype):
     return ops.where(mask, bias, ops.cast(_MASKED_LOGIT, dtype))
 
 
+def _heads_first_cache(key, value):
+    """Keys and values `(batch, length, heads, head_dim)` as one cache
+    `(batch, 2, heads, length, head_dim)`.
+
+    Kept heads-first because the attention kernels read keys and values in
+    that layout: PyTorch's made a copy of the whole cache at every decoding
+    step from the sequence-first layout (measured: a third of a step).
+    """
+    return ops.transpose(ops.stack([key, value], axis=1), (0, 1, 3, 2, 4))
+
+
+def _keys_and_values(cache):
+    """The keys and values of a heads-first cache, `(batch, length, heads,
+    head_dim)` each (transposed views where the backend has them)."""
+    return (
+        ops.transpose(cache[:, 0], (0, 2, 1, 3)),
+        ops.transpose(cache[:, 1], (0, 2, 1, 3)),
+    )
+
+
 def _repeat_single_kv_head_on_tensorflow(query, key, value):
     """Works around multi-query attention on Keras's TensorFlow backend.
 
@@ -305,7 +325,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             broadcastable to `(batch, num_heads, seq, key_length)`, such as
             `RelativePositionBias`'s output.
         cache: Optional key/value cache for incremental decoding, from
-            `initial_cache()`: `(batch, 2, max_length, num_kv_heads,
+            `initial_cache()`: `(batch, 2, num_kv_heads, max_length,
             head_dim)`. The keys and values of `x` are written at
             `cache_index` and `x` attends to the cache. With a cache, masks
             refer to the cache's `max_length` keys (a `padding_mask` of
@@ -409,7 +429,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             key_shape = x.shape
         else:
             cache = self._update_cache(cache, cache_index, key, value)
-            key, value = cache[:, 0], cache[:, 1]
+            key, value = _keys_and_values(cache)
             key_shape = key.shape
         check_masks(x.shape, key_shape, padding_mask, attention_mask)
         explicit = return_attention_scores or explicit_attention_is_faster()
@@ -448,16 +468,16 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         return outputs, cache
 
     def _update_cache(self, cache, cache_index, key, value):
-        expected = (key.shape[0], 2, None, *key.shape[2:])
+        batch, _, heads, head_dim = key.shape
         check_shape(
             "cache",
             cache.shape,
-            expected,
-            "(batch, 2, max_length, num_kv_heads, head_dim), from "
+            (batch, 2, heads, None, head_dim),
+            "(batch, 2, num_kv_heads, max_length, head_dim), from "
             "`initial_cache()`",
         )
-        update = ops.cast(ops.stack([key, value], axis=1), cache.dtype)
-        return ops.slice_update(cache, (0, 0, cache_index, 0, 0), update)
+        update = ops.cast(_heads_first_cache(key, value), cache.dtype)
+        return ops.slice_update(cache, (0, 0, 0, cache_index, 0), update)
 
     def _visible_keys(self, query_length, key_length, start_index):
         """`(query_length, key_length)`: which keys each query may see.
@@ -481,8 +501,9 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
 
         Returns:
             Zeros of shape
-            `(batch_size, 2, max_length, num_kv_heads, head_dim)` in the
-            layer's compute dtype: keys at index 0 of axis 1, values at 1.
+            `(batch_size, 2, num_kv_heads, max_length, head_dim)` in the
+            layer's compute dtype: keys at index 0 of axis 1, values at 1,
+            heads before positions as attention kernels read them.
         """
         if not self.built:
             raise ValueError(
@@ -499,7 +520,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
                 check_positive_int(name, size)
         _, heads, head_dim = self.key_dense.kernel.shape
         return ops.zeros(
-            (batch_size, 2, max_length, heads, head_dim), self.compute_dtype
+            (batch_size, 2, heads, max_length, head_dim), self.compute_dtype
         )
 
     def get_config(self):
@@ -606,14 +627,15 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
             value = self.value_dense(context)
         else:
             check_rank("x", x.shape, 3, "(batch, q_len, width)")
+            heads, head_dim = self.key_dense.kernel.shape[1:]
             check_shape(
                 "cache",
                 cache.shape,
-                (x.shape[0], 2, None, *self.key_dense.kernel.shape[1:]),
-                "(batch, 2, k_len, num_heads, head_dim), from "
+                (x.shape[0], 2, heads, None, head_dim),
+                "(batch, 2, num_heads, k_len, head_dim), from "
                 "`compute_cache()`",
             )
-            key, value = cache[:, 0], cache[:, 1]
+            key, value = _keys_and_values(cache)
         check_masks(
             x.shape,
             key.shape,
@@ -640,12 +662,12 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
             context: `(batch, k_len, context_width)`.
 
         Returns:
-            `(batch, 2, k_len, num_heads, head_dim)`: keys at index 0 of
+            `(batch, 2, num_heads, k_len, head_dim)`: keys at index 0 of
             axis 1, values at 1. Pass it as `cache` instead of `context`.
         """
         check_rank("context", context.shape, 3, "(batch, k_len, width)")
-        return ops.stack(
-            [self.key_dense(context), self.value_dense(context)], axis=1
+        return _heads_first_cache(
+            self.key_dense(context), self.value_dense(context)
         )
 
     def get_config(self):

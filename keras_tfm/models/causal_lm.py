@@ -179,7 +179,7 @@ class CausalLM(FunctionalModel):
             max_length: Longest sequence the cache holds.
 
         Returns:
-            A tuple with one `(batch_size, 2, max_length, num_kv_heads,
+            A tuple with one `(batch_size, 2, num_kv_heads, max_length,
             head_dim)` tensor per block (see
             `MultiHeadSelfAttention.initial_cache`).
         """

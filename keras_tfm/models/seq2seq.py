@@ -321,8 +321,8 @@ class Seq2SeqTransformer(FunctionalModel):
                 padding.
 
         Returns:
-            A dict: `"self_attention"`, one empty `(batch, 2, max_length,
-            num_heads, head_dim)` key/value cache per decoder block;
+            A dict: `"self_attention"`, one empty `(batch, 2, num_heads,
+            max_length, head_dim)` key/value cache per decoder block;
             `"cross_attention"`, each block's keys and values of the
             encoder output; `"context_padding_mask"`, `(batch, src_len)`.
         """
@@ -363,7 +363,7 @@ class Seq2SeqTransformer(FunctionalModel):
             the updated cache.
         """
         x = self.decoder_embedding(tokens, start_index=cache_index)
-        max_length = ops.shape(cache["self_attention"][0])[2]
+        max_length = ops.shape(cache["self_attention"][0])[3]
         attention_bias = self._position_bias(
             self.decoder_position_bias, x, max_length, cache_index
         )
