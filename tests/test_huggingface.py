@@ -145,6 +145,17 @@ def case_bert_classifier():
     )
 
 
+def case_bert_masked_lm():
+    """The masked-LM logits at three positions of each row."""
+    positions = np.array([[1, 3, 5], [0, 2, 1]])
+    return (
+        transformers.BertForMaskedLM(bert_config()),
+        {"tokens": BERT_TOKENS, "segment_ids": SEGMENTS,
+         "mask_positions": positions},
+        bert_inputs(),
+    )  # fmt: skip
+
+
 def case_vit():
     pixels = torch.tensor(IMAGES.transpose(0, 3, 1, 2))
     return vit(), IMAGES, {"pixel_values": pixels}
@@ -157,6 +168,7 @@ CASES = {
     "mistral": case_mistral,
     "bert": case_bert,
     "bert_classifier": case_bert_classifier,
+    "bert_masked_lm": case_bert_masked_lm,
     "vit": case_vit,
     "t5": lambda: t5_case("relu"),  # v1.0: tied and scaled output
     "t5_gated": lambda: t5_case("gated-gelu"),  # v1.1
@@ -184,10 +196,15 @@ def assert_close(actual, expected):
     np.testing.assert_allclose(actual / scale, expected / scale, atol=RTOL)
 
 
-def real_positions(case, outputs):
-    """BERT's padded positions are not outputs anyone reads."""
+def real_positions(case, outputs, inputs):
+    """The outputs anyone reads: BERT's real positions; the masked LM's
+    logits at `mask_positions` (transformers gives every position's)."""
     if case == "bert":
         return np.asarray(outputs)[BERT_TOKENS != 0]
+    if case == "bert_masked_lm" and np.ndim(outputs) == 3:
+        if np.shape(outputs)[1] == BERT_TOKENS.shape[1]:
+            positions = inputs["mask_positions"][..., None]
+            return np.take_along_axis(np.asarray(outputs), positions, axis=1)
     return outputs
 
 
@@ -209,8 +226,8 @@ def test_loaded_model_equals_transformers(case, checkpoints):
     model = interop.from_huggingface(directory)
     expected = torch_outputs(reference, torch_inputs).numpy()
     assert_close(
-        real_positions(case, to_numpy(model(inputs))),
-        real_positions(case, expected),
+        real_positions(case, to_numpy(model(inputs)), inputs),
+        real_positions(case, expected, inputs),
     )
 
 
@@ -226,7 +243,13 @@ def test_the_wrong_gelu_would_be_caught(checkpoints):
         assert_close(exact_gelu(inputs), expected)
 
 
-@pytest.mark.parametrize("case", ["gpt2", "llama", "bert_classifier", "vit"])
+WRITTEN_BACK = [
+    "gpt2", "llama", "bert_classifier", "bert_masked_lm", "vit", "t5",
+    "t5_gated",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", WRITTEN_BACK)
 def test_trained_model_writes_back_for_transformers(
     case, checkpoints, tmp_path
 ):
@@ -235,6 +258,10 @@ def test_trained_model_writes_back_for_transformers(
     targets = np.zeros(len(TOKENS), "int32")
     if isinstance(model, models.CausalLM):
         targets = np.roll(TOKENS, -1, axis=1)
+    if isinstance(model, models.Seq2SeqTransformer):
+        targets = np.roll(TARGET, -1, axis=1)
+    if isinstance(model, models.MaskedLM):
+        targets = np.ones((2, 3), "int32")
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -242,11 +269,14 @@ def test_trained_model_writes_back_for_transformers(
     model.fit(inputs, targets, epochs=1, verbose=0)
     interop.to_huggingface(model, tmp_path)
     reloaded = type(reference).from_pretrained(tmp_path).eval()
-    expected = to_numpy(model(inputs))
-    assert not np.allclose(
-        expected, torch_outputs(reference, torch_inputs).numpy(), atol=1e-4
-    )
-    assert_close(expected, torch_outputs(reloaded, torch_inputs).numpy())
+    expected = real_positions(case, to_numpy(model(inputs)), inputs)
+
+    def theirs(torch_model):
+        outputs = torch_outputs(torch_model, torch_inputs).numpy()
+        return real_positions(case, outputs, inputs)
+
+    assert not np.allclose(expected, theirs(reference), atol=1e-4)
+    assert_close(expected, theirs(reloaded))
 
 
 def test_a_model_built_here_writes_a_gpt2_checkpoint(tmp_path):

@@ -49,6 +49,7 @@ def from_huggingface(directory):
     | `mistral` | `MistralForCausalLM` | `CausalLM` |
     | `bert` | `BertModel` | `TextEncoder` |
     | `bert` | `BertForSequenceClassification` | `TextClassifier` |
+    | `bert` | `BertForMaskedLM` | `MaskedLM` (untied head) |
     | `vit` | `ViTForImageClassification` | `ViTClassifier` |
     | `t5` | `T5ForConditionalGeneration` | `Seq2SeqTransformer` |
 
@@ -218,6 +219,8 @@ class _Tensor:
     weights: list
     to_keras: Callable = lambda array: [array]
     to_checkpoint: Callable = lambda arrays: arrays[0]
+    # Read instead when `name` is absent (a tied tensor saved once).
+    alias: str | None = None
 
     def _values(self):
         return [
@@ -227,6 +230,8 @@ class _Tensor:
 
     def load(self, checkpoint):
         array = checkpoint.get(self.name)
+        if array is None and self.alias is not None:
+            array = checkpoint.get(self.alias)
         if array is None:
             raise ValueError(
                 f"The checkpoint has no tensor `{self.name}`, which the "
@@ -615,11 +620,22 @@ def _bert_encoder(config):
 
 def _bert_build(config):
     architecture = _architecture(
-        config, ("BertModel", "BertForSequenceClassification")
+        config,
+        ("BertModel", "BertForSequenceClassification", "BertForMaskedLM"),
     )
     encoder = _bert_encoder(config)
     if architecture == "BertModel":
         return encoder
+    if architecture == "BertForMaskedLM":
+        # BERT's tied output projection has a bias; untied, a Dense layer
+        # has both (loaded from the token embedding), so fine-tuning here
+        # trains the two matrices apart.
+        return models.MaskedLM(
+            encoder,
+            tie_embeddings=False,
+            activation=_activation(config, "hidden_act"),
+            layer_norm_epsilon=config.get("layer_norm_eps", 1e-12),
+        )
     dropout = config.get("classifier_dropout")
     return models.TextClassifier(
         encoder,
@@ -634,7 +650,8 @@ def _bert_build(config):
 
 def _bert_tensors(model):
     classifier = model if isinstance(model, models.TextClassifier) else None
-    encoder = model.encoder if classifier else model
+    masked_lm = model if isinstance(model, models.MaskedLM) else None
+    encoder = model if isinstance(model, models.TextEncoder) else model.encoder
     embedding = encoder.embedding
     tensors = [
         _token_embedding("bert.embeddings.word_embeddings.weight", embedding),
@@ -667,12 +684,33 @@ def _bert_tensors(model):
     if classifier:
         tensors += _linear("bert.pooler.dense", classifier.pooler_dense)
         tensors += _linear("classifier", classifier.head)
+    if masked_lm:
+        head = "cls.predictions"
+        tensors += _linear(f"{head}.transform.dense", masked_lm.head_dense)
+        tensors += _norm(f"{head}.transform.LayerNorm", masked_lm.head_norm)
+        projection = masked_lm.output_projection
+        tensors += [
+            _Tensor(
+                f"{head}.decoder.weight",
+                [(projection, "kernel")],
+                lambda matrix: [matrix.T],
+                lambda kernels: kernels[0].T,
+                alias="bert.embeddings.word_embeddings.weight",
+            ),
+            _Tensor(
+                f"{head}.decoder.bias",
+                [(projection, "bias")],
+                alias=f"{head}.bias",
+            ),
+        ]
     return tensors
 
 
 def _bert_config(model):
     classifier = model if isinstance(model, models.TextClassifier) else None
-    encoder = model.encoder if classifier else model
+    encoder = model if isinstance(model, models.TextEncoder) else model.encoder
+    if isinstance(model, models.MaskedLM):
+        _check_model(model, "BERT's masked-LM head", tie_embeddings=False)
     if classifier:
         _check_model(
             classifier, "BERT's classifier", pooling="cls", pooler=True
@@ -703,6 +741,8 @@ def _bert_config(model):
     if classifier:
         config["num_labels"] = classifier.num_classes
         config["classifier_dropout"] = classifier.dropout
+    if isinstance(model, models.MaskedLM):
+        config["tie_word_embeddings"] = False
     return config
 
 
@@ -967,11 +1007,10 @@ _FAMILIES = {
     "mistral": dataclasses.replace(_LLAMA, model_type="mistral"),
     "bert": _Family(
         "bert", "bert.", _bert_build, _bert_tensors, _bert_config,
-        lambda model: (
-            "BertForSequenceClassification"
-            if isinstance(model, models.TextClassifier)
-            else "BertModel"
-        ),
+        lambda model: {
+            models.TextClassifier: "BertForSequenceClassification",
+            models.MaskedLM: "BertForMaskedLM",
+        }.get(type(model), "BertModel"),
     ),
     "vit": _Family(
         "vit", "vit.", _vit_build, _vit_tensors, _vit_config,
@@ -996,7 +1035,9 @@ def _family(model_type):
 def _family_of(model):
     if isinstance(model, models.CausalLM):
         return _FAMILIES["llama" if model.rotary else "gpt2"]
-    if isinstance(model, models.TextEncoder | models.TextClassifier):
+    if isinstance(
+        model, models.TextEncoder | models.TextClassifier | models.MaskedLM
+    ):
         return _FAMILIES["bert"]
     if isinstance(model, models.ViTClassifier):
         return _FAMILIES["vit"]
@@ -1004,6 +1045,6 @@ def _family_of(model):
         return _FAMILIES["t5"]
     raise ValueError(
         "`model` must be a CausalLM, Seq2SeqTransformer, TextEncoder, "
-        "TextClassifier or ViTClassifier to be written as a Hugging Face "
-        f"checkpoint. Received: {type(model).__name__}"
+        "TextClassifier, MaskedLM or ViTClassifier to be written as a "
+        f"Hugging Face checkpoint. Received: {type(model).__name__}"
     )

@@ -13,8 +13,16 @@ from keras_tfm.layers.validation import (
 # `gelu` is exact, as in `torch.nn` and BERT; `gelu_tanh` is the tanh
 # approximation of GPT-2 (Hugging Face's "gelu_new"). The gated ones put
 # their activation on a gate projection: SiLU (LLaMA) or tanh GELU (T5 v1.1).
+PLAIN_ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 GATED_ACTIVATIONS = ("swiglu", "geglu_tanh")
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", *GATED_ACTIVATIONS)
+ACTIVATIONS = (*PLAIN_ACTIVATIONS, *GATED_ACTIVATIONS)
+
+
+def activate(x, activation):
+    """One of `PLAIN_ACTIVATIONS` applied to `x`."""
+    if activation == "relu":
+        return ops.relu(x)
+    return ops.gelu(x, approximate=activation == "gelu_tanh")
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -102,11 +110,8 @@ class FeedForward(keras.layers.Layer):
             hidden = ops.silu(self.gate_dense(x)) * hidden
         elif self.activation == "geglu_tanh":
             hidden = ops.gelu(self.gate_dense(x), approximate=True) * hidden
-        elif self.activation == "relu":
-            hidden = ops.relu(hidden)
         else:
-            approximate = self.activation == "gelu_tanh"
-            hidden = ops.gelu(hidden, approximate=approximate)
+            hidden = activate(hidden, self.activation)
         outputs = self.output_dense(hidden)
         return self.output_dropout(outputs, training=training)
 

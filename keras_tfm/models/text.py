@@ -3,6 +3,7 @@
 import keras
 
 from keras_tfm.layers import FirstTokenPooling, PositionalEmbedding
+from keras_tfm.layers.feed_forward import PLAIN_ACTIVATIONS, activate
 from keras_tfm.layers.validation import check_choice, check_positive_int
 from keras_tfm.models.base import (
     FunctionalModel,
@@ -400,7 +401,11 @@ class MaskedLM(_ModelOnEncoder):
     Args:
         encoder: A `TextEncoder`.
         tie_embeddings: Whether the output projection reuses the encoder's
-            token embedding.
+            token embedding. Untied, it is a Dense layer with a bias (how
+            BERT's masked-LM head loads: its tied projection has a bias).
+        activation: The head's activation: `"gelu"`, `"gelu_tanh"` or
+            `"relu"`.
+        layer_norm_epsilon: Epsilon of the head's LayerNormalization.
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
@@ -438,15 +443,24 @@ class MaskedLM(_ModelOnEncoder):
     """
 
     def __init__(
-        self, encoder, tie_embeddings=True, name="masked_lm", **kwargs
+        self,
+        encoder,
+        tie_embeddings=True,
+        activation="gelu",
+        layer_norm_epsilon=1e-5,
+        name="masked_lm",
+        **kwargs,
     ):
         _check_encoder(encoder)
+        check_choice("activation", activation, PLAIN_ACTIVATIONS)
+        # Set before the graph is built, which `token_logits` reads it for.
+        self.activation = activation
         self.encoder = encoder
         self.head_dense = keras.layers.Dense(
-            encoder.embed_dim, activation="gelu", name="mlm_dense"
+            encoder.embed_dim, name="mlm_dense"
         )
         self.head_norm = keras.layers.LayerNormalization(
-            epsilon=1e-5, name="mlm_norm"
+            epsilon=layer_norm_epsilon, name="mlm_norm"
         )
         self.output_projection = (
             None
@@ -472,17 +486,24 @@ class MaskedLM(_ModelOnEncoder):
             **kwargs,
         )
         self.tie_embeddings = tie_embeddings
+        self.layer_norm_epsilon = layer_norm_epsilon
 
     def token_logits(self, x):
         """Vocabulary logits `(batch, n, vocab_size)` for encoder outputs
         `(batch, n, embed_dim)`."""
-        x = self.head_norm(self.head_dense(x))
+        x = activate(self.head_dense(x), self.activation)
+        x = self.head_norm(x)
         if self.output_projection is None:
             return self.encoder.embedding(x, reverse=True)
         return self.output_projection(x)
 
     def get_config(self):
-        return {**super().get_config(), "tie_embeddings": self.tie_embeddings}
+        return {
+            **super().get_config(),
+            "tie_embeddings": self.tie_embeddings,
+            "activation": self.activation,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
 
 
 def masked_lm(
