@@ -17,6 +17,7 @@ import numpy as np
 from common import (
     DOCSTRING_PACKAGES,
     parse_arguments,
+    progress_verbosity,
     read_labelled_texts,
     save_figure,
     standard_library_docstrings,
@@ -126,6 +127,7 @@ def main():
         epochs=args.epochs,
         batch_size=32,
         callbacks=training_callbacks(args, monitor="val_accuracy"),
+        verbose=progress_verbosity(),
     )
     accuracy = model.evaluate(test_ids, test_y, verbose=0)[1]
     predicted = model.predict(test_ids, verbose=0).argmax(-1)

@@ -129,6 +129,13 @@ class SeedEachEpoch(keras.callbacks.Callback):
                 variable.assign(state)
 
 
+def progress_verbosity():
+    """`verbose` for `fit`: Keras's progress bar in a terminal, one line per
+    epoch in a log file (where the bar is one line of thousands of
+    characters)."""
+    return "auto" if sys.stdout.isatty() else 2
+
+
 def training_callbacks(args, monitor="val_loss"):
     """Keeps the best model, and resumes an interrupted `fit` where it was.
 

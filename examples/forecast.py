@@ -15,7 +15,12 @@ one row per time step.
 
 import keras
 import numpy as np
-from common import parse_arguments, save_figure, training_callbacks
+from common import (
+    parse_arguments,
+    progress_verbosity,
+    save_figure,
+    training_callbacks,
+)
 
 from keras_tfm import models
 
@@ -144,6 +149,7 @@ def main():
         epochs=args.epochs,
         batch_size=64,
         callbacks=training_callbacks(args),
+        verbose=progress_verbosity(),
     )
 
     correction = model.predict(test_x, verbose=0) * scale

@@ -21,6 +21,7 @@ from common import (
     DISTRIBUTE_ARGUMENT,
     batch_split,
     parse_arguments,
+    progress_verbosity,
     save_figure,
     training_callbacks,
     use_distribution,
@@ -135,6 +136,7 @@ def main():
         epochs=args.epochs,
         batch_size=32,
         callbacks=training_callbacks(args),
+        verbose=progress_verbosity(),
     )
     bits = history.history["val_loss"][-1] / np.log(2)
     figure = plot_bits_per_byte(history.history)

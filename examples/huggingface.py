@@ -20,7 +20,11 @@ import os
 
 import keras
 import numpy as np
-from common import parse_arguments, standard_library_docstrings
+from common import (
+    parse_arguments,
+    progress_verbosity,
+    standard_library_docstrings,
+)
 
 from keras_tfm import generation, interop, models
 
@@ -83,7 +87,13 @@ def causal_lm_session(model, tokenizer, texts, args):
         optimizer=keras.optimizers.AdamW(args.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(inputs, targets, batch_size=8, epochs=args.epochs, verbose=2)
+    model.fit(
+        inputs,
+        targets,
+        batch_size=8,
+        epochs=args.epochs,
+        verbose=progress_verbosity(),
+    )
     print(f"After fine-tuning: {complete(model, tokenizer, args.prompt, 12)!r}")
     return np.array([tokenizer.encode(args.prompt).ids], "int32")
 
@@ -105,7 +115,13 @@ def classifier_session(model, tokenizer, args):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(inputs, labels, batch_size=8, epochs=args.epochs, verbose=2)
+    model.fit(
+        inputs,
+        labels,
+        batch_size=8,
+        epochs=args.epochs,
+        verbose=progress_verbosity(),
+    )
     return {name: value[:2] for name, value in inputs.items()}
 
 

@@ -27,6 +27,7 @@ import tensorflow as tf
 from common import (
     DOCSTRING_PACKAGES,
     parse_arguments,
+    progress_verbosity,
     read_labelled_texts,
     standard_library_docstrings,
     training_callbacks,
@@ -144,6 +145,7 @@ def pretrain(token_ids, tokenizer, encoder_sizes, args):
         validation_data=validation,
         epochs=args.epochs,
         callbacks=training_callbacks(args),
+        verbose=progress_verbosity(),
     )
     accuracy = model.evaluate(validation, verbose=0, return_dict=True)
     print(

@@ -12,11 +12,14 @@ by `models.seq2seq_transformer` with tied embeddings, and decoded greedily.
 keras.io / Anki `spa.txt` format; further columns are ignored).
 """
 
+import re
+
 import keras
 import numpy as np
 from common import (
     DISTRIBUTE_ARGUMENT,
     parse_arguments,
+    progress_verbosity,
     save_figure,
     training_callbacks,
     use_distribution,
@@ -154,9 +157,12 @@ def greedy_translate(model, tokenizer, encoder_tokens, max_length):
 
 
 def detokenize(tokenizer, ids):
+    """Text as a person writes it: WordPiece splits punctuation into pieces
+    of its own, and joining pieces with spaces gives "1989 - 06 - 17"."""
     ids = np.asarray(ids)
-    text = tokenizer.detokenize(ids[ids > 0])
-    return str(keras.ops.convert_to_numpy(text)).strip()
+    text = str(keras.ops.convert_to_numpy(tokenizer.detokenize(ids[ids > 0])))
+    text = re.sub(r" ?([-/:]) ?", r"\1", text.strip())
+    return re.sub(r" ([,.;!?])", r"\1", text)
 
 
 def same_text(a, b):
@@ -247,6 +253,7 @@ def main():
         epochs=args.epochs,
         batch_size=BATCH_SIZE,
         callbacks=training_callbacks(args),
+        verbose=progress_verbosity(),
     )
 
     target_length = min(

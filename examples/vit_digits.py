@@ -13,7 +13,12 @@ is cut into 2x2 patches, embedded with a class token by
 
 import keras
 import numpy as np
-from common import parse_arguments, save_figure, training_callbacks
+from common import (
+    parse_arguments,
+    progress_verbosity,
+    save_figure,
+    training_callbacks,
+)
 from sklearn.datasets import load_digits
 
 from keras_tfm import models
@@ -95,6 +100,7 @@ def main():
         epochs=args.epochs,
         batch_size=32,
         callbacks=training_callbacks(args, monitor="val_accuracy"),
+        verbose=progress_verbosity(),
     )
     predictions = model.predict(test_x, verbose=0).argmax(-1)
     accuracy = (predictions == test_y).mean()
