@@ -237,7 +237,12 @@ class _Tensor:
                 f"The checkpoint has no tensor `{self.name}`, which the "
                 "architecture in its config.json needs."
             )
-        expected = self.to_checkpoint(self._values()).shape
+        # Only the shapes matter here: uninitialised arrays, not the values.
+        placeholders = [
+            np.empty(getattr(layer, attribute).shape, "float32")
+            for layer, attribute in self.weights
+        ]
+        expected = self.to_checkpoint(placeholders).shape
         if array.shape != expected:
             raise ValueError(
                 f"The checkpoint's tensor `{self.name}` has shape "
@@ -648,10 +653,17 @@ def _bert_build(config):
     )
 
 
+def _bert_parts(model):
+    """`(encoder, classifier or None, masked LM or None)` of a BERT model."""
+    if isinstance(model, models.TextEncoder):
+        return model, None, None
+    if isinstance(model, models.TextClassifier):
+        return model.encoder, model, None
+    return model.encoder, None, model
+
+
 def _bert_tensors(model):
-    classifier = model if isinstance(model, models.TextClassifier) else None
-    masked_lm = model if isinstance(model, models.MaskedLM) else None
-    encoder = model if isinstance(model, models.TextEncoder) else model.encoder
+    encoder, classifier, masked_lm = _bert_parts(model)
     embedding = encoder.embedding
     tensors = [
         _token_embedding("bert.embeddings.word_embeddings.weight", embedding),
@@ -707,18 +719,18 @@ def _bert_tensors(model):
 
 
 def _bert_config(model):
-    classifier = model if isinstance(model, models.TextClassifier) else None
-    encoder = model if isinstance(model, models.TextEncoder) else model.encoder
-    if isinstance(model, models.MaskedLM):
-        _check_model(model, "BERT's masked-LM head", tie_embeddings=False)
+    encoder, classifier, masked_lm = _bert_parts(model)
+    if masked_lm:
+        _check_model(masked_lm, "BERT's masked-LM head", tie_embeddings=False)
     if classifier:
         _check_model(
             classifier, "BERT's classifier", pooling="cls", pooler=True
         )
-    _check_model(
-        encoder, "BERT", position="learned", norm_first=False,
-        embedding_norm_enabled=True,
-    )  # fmt: skip
+    _check_model(encoder, "BERT", position="learned", norm_first=False)
+    if encoder.embedding_norm is None:
+        raise ValueError(
+            "`model` has embedding_norm=False; BERT needs embedding_norm=True."
+        )
     if encoder.num_segments is None:
         raise ValueError(
             "`model` has num_segments=None; BERT needs token type "
@@ -741,7 +753,7 @@ def _bert_config(model):
     if classifier:
         config["num_labels"] = classifier.num_classes
         config["classifier_dropout"] = classifier.dropout
-    if isinstance(model, models.MaskedLM):
+    if masked_lm:
         config["tie_word_embeddings"] = False
     return config
 

@@ -150,7 +150,6 @@ class TextEncoder(FunctionalModel):
         self.activation = activation
         self.layer_norm_epsilon = layer_norm_epsilon
         self.num_segments = num_segments
-        self.embedding_norm_enabled = embedding_norm
 
     def get_config(self):
         return {
@@ -167,7 +166,7 @@ class TextEncoder(FunctionalModel):
             "activation": self.activation,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "num_segments": self.num_segments,
-            "embedding_norm": self.embedding_norm_enabled,
+            "embedding_norm": self.embedding_norm is not None,
         }
 
 
