@@ -33,6 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_tfm.extras import require
 from keras_tfm.layers.validation import check_choice, check_positive_int
 
 __all__ = ["generate", "stream"]
@@ -522,13 +523,7 @@ class _GenerationLoop(keras.Model):
 
 
 def _make_sampler(sampler, temperature, k, p, num_beams):
-    try:
-        from keras_hub import samplers
-    except ImportError as error:
-        raise ImportError(
-            "keras_tfm.generation samples with keras-hub's samplers: "
-            "`pip install keras-tfm[nlp]` (or `keras-hub`)."
-        ) from error
+    samplers = require("keras_hub.samplers", "nlp", "keras_tfm.generation")
     if sampler == "greedy":
         return samplers.GreedySampler()
     if sampler == "top_k":

@@ -7,21 +7,14 @@ is imported when a plot is made, not when keras_tfm is.
 import numpy as np
 from keras import ops
 
+from keras_tfm.extras import require
 from keras_tfm.layers.positional import sinusoidal_signal
 
 
 def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError(
-            "keras_tfm.visualize needs matplotlib: "
-            "pip install 'keras_tfm[docs]' or pip install matplotlib"
-        ) from error
-    return plt
+    matplotlib = require("matplotlib", "docs", "keras_tfm.visualize")
+    matplotlib.use("Agg", force=False)
+    return require("matplotlib.pyplot", "docs", "keras_tfm.visualize")
 
 
 def plot_attention(

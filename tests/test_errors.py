@@ -183,3 +183,12 @@ def test_forecast_data_preparation_rejects_nan():
     with pytest.raises(ValueError, match=r"NaN.*time step 17, feature 0"):
         make_windows(series, input_length=8, horizon=2)
     assert make_windows(np.ones((40, 1)), 8, 2)[0].shape == (31, 8, 1)
+
+
+def test_a_missing_optional_library_names_its_extra(monkeypatch):
+    from keras_tfm import visualize
+
+    # A None entry in sys.modules makes `import matplotlib` fail.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"pip install 'keras_tfm\[docs\]'"):
+        visualize.plot_positional_encoding(length=8, dim=8)

@@ -22,6 +22,7 @@ import numpy as np
 from keras import ops
 
 from keras_tfm import models
+from keras_tfm.extras import require
 
 __all__ = ["from_huggingface", "to_huggingface"]
 
@@ -124,7 +125,7 @@ def to_huggingface(model, directory):
     same = interop.from_huggingface("my-gpt2")
     ```
     """
-    save_file = _safetensors().numpy.save_file
+    save_file = _safetensors("safetensors.numpy").save_file
     family = _family_of(model)
     config = {
         "model_type": family.model_type,
@@ -147,16 +148,10 @@ def to_huggingface(model, directory):
 # --- Reading checkpoints -------------------------------------------------
 
 
-def _safetensors():
-    try:
-        import safetensors.numpy
-    except ImportError as error:
-        raise ImportError(
-            "keras_tfm.interop reads and writes Hugging Face checkpoints "
-            "with safetensors: `pip install keras-tfm[huggingface]` (or "
-            "`safetensors`)."
-        ) from error
-    return safetensors
+def _safetensors(module):
+    return require(
+        module, "huggingface", "keras_tfm.interop (Hugging Face checkpoints)"
+    )
 
 
 def _read_json(directory, name):
@@ -178,7 +173,7 @@ class _Checkpoint:
     """
 
     def __init__(self, directory, prefix):
-        safe_open = _safetensors().safe_open
+        safe_open = _safetensors("safetensors").safe_open
         index_path = os.path.join(directory, "model.safetensors.index.json")
         if os.path.exists(index_path):
             index = _read_json(directory, "model.safetensors.index.json")

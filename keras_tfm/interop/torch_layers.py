@@ -16,6 +16,7 @@ with a causal `tgt_mask` to compare.
 
 import numpy as np
 
+from keras_tfm.extras import require
 from keras_tfm.layers import (
     DecoderBlock,
     EncoderBlock,
@@ -214,13 +215,7 @@ def load_torch_transformer(model, transformer):
 
 
 def _torch_nn():
-    try:
-        from torch import nn
-    except ImportError as error:
-        raise ImportError(
-            "keras_tfm.interop reads PyTorch modules: `pip install torch`."
-        ) from error
-    return nn
+    return require("torch.nn", "torch", "keras_tfm.interop (PyTorch modules)")
 
 
 def _numpy(tensor):

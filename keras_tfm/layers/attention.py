@@ -47,10 +47,7 @@ def attention_with_scores(query, key, value, mask=None, bias=None, scale=None):
         `(outputs, scores)`: `(batch, q_len, heads, head_dim)` and
         `(batch, heads, q_len, k_len)`.
     """
-    groups = query.shape[2] // key.shape[2]
-    if groups > 1:
-        key = ops.repeat(key, groups, axis=2)
-        value = ops.repeat(value, groups, axis=2)
+    key, value = _repeat_kv_heads(query, key, value)
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
     logits = ops.einsum("btnh,bsnh->bnts", query, key)
@@ -126,17 +123,12 @@ def _keys_and_values(cache):
     )
 
 
-def _repeat_single_kv_head_on_tensorflow(query, key, value):
-    """Works around multi-query attention on Keras's TensorFlow backend.
-
-    Keras 3.15's TensorFlow `dot_product_attention` repeats key/value heads
-    only when there are several; with one it relies on einsum broadcasting,
-    which TensorFlow's einsum rejects. The other backends broadcast natively.
-    """
-    heads = query.shape[2]
-    if keras.backend.backend() != "tensorflow" or key.shape[2] != 1:
+def _repeat_kv_heads(query, key, value):
+    """Keys and values with as many heads as the query (grouped-query)."""
+    groups = query.shape[2] // key.shape[2]
+    if groups == 1:
         return key, value
-    return ops.repeat(key, heads, axis=2), ops.repeat(value, heads, axis=2)
+    return ops.repeat(key, groups, axis=2), ops.repeat(value, groups, axis=2)
 
 
 class _MultiHeadAttention(keras.layers.Layer):
@@ -245,7 +237,11 @@ class _MultiHeadAttention(keras.layers.Layer):
                 query, key, value, mask, bias=bias, scale=scale
             )
         else:
-            key, value = _repeat_single_kv_head_on_tensorflow(query, key, value)
+            if keras.backend.backend() != "jax":
+                # Keras 3.12's TensorFlow and PyTorch kernels never repeat
+                # key/value heads, and 3.15's TensorFlow one not a single
+                # head; JAX's kernels take grouped heads as they are.
+                key, value = _repeat_kv_heads(query, key, value)
             if bias is not None:
                 bias, mask = _fold_mask_into_bias(bias, mask, query.dtype), None
             mask = _mask_for_jax_cudnn(mask, query, key)

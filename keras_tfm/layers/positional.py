@@ -260,10 +260,14 @@ class PositionalEmbedding(keras.layers.Layer):
         self.token_embedding = keras.layers.ReversibleEmbedding(
             self.vocab_size,
             self.embed_dim,
-            mask_zero=self.mask_zero,
+            # No mask_zero: `compute_mask` below makes this layer's mask. On
+            # Keras 3.12 an inner mask_zero would put its own mask, made from
+            # the hidden states, on the logits of `reverse=True`.
             name="token_embedding",
             dtype=self.dtype_policy,
         )
+        # Takes masked hidden states with `reverse=True`, without a warning.
+        self.token_embedding.supports_masking = True
         self.token_embedding.build(inputs_shape)
         if self.position == "learned":
             self.position_embeddings = self.add_weight(
