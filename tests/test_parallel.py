@@ -1,0 +1,167 @@
+"""Training across processes (JAX, PyTorch) and devices (TensorFlow) takes
+the same steps as one process on the combined batch.
+
+Each run is `examples/parallel_train.py` in fresh processes, started by
+`examples/launch.py` where there are several: loopback addresses only, and
+every run bounded by the launcher's `--timeout` and the test's own.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_tfm  # noqa: F401 (registers the model classes for loading)
+from tests.conftest import ROOT
+
+BACKEND = keras.backend.backend()
+SCRIPT = os.path.join(ROOT, "examples", "parallel_train.py")
+LAUNCH = os.path.join(ROOT, "examples", "launch.py")
+
+
+def run(*command, timeout=300):
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def launch(*arguments, processes=2):
+    return run(LAUNCH, f"--processes={processes}", "--timeout=240", *arguments)
+
+
+def weights(directory):
+    """The weights before and after training that process 0 saved."""
+    saved = np.load(os.path.join(directory, "weights.npz"))
+    arrays = [saved[f"arr_{i}"] for i in range(len(saved.files) - 1)]
+    half = len(arrays) // 2
+    return arrays[:half], arrays[half:]
+
+
+def assert_same_training(reference, directory):
+    """Same start, and every weight moved by the same update.
+
+    Sums over devices add in another order, so an update may differ in its
+    last float32 digits; a missing or doubled reduction changes it by half.
+    """
+    (start, want), (parallel_start, got) = (
+        weights(reference),
+        weights(directory),
+    )
+    for a, b in zip(start, parallel_start, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for first, expected, actual in zip(start, want, got, strict=True):
+        error = np.linalg.norm((actual - first) - (expected - first))
+        assert error <= 1e-2 * np.linalg.norm(expected - first) + 1e-6, error
+
+
+def assert_reloads(directory):
+    """The model process 0 saved holds the trained weights."""
+    model = keras.models.load_model(os.path.join(directory, "model.keras"))
+    _, trained = weights(directory)
+    for loaded, expected in zip(model.get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(loaded, expected)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One process, one device, the whole batch."""
+    directory = tmp_path_factory.mktemp("reference")
+    run(SCRIPT, f"--output-dir={directory}")
+    return directory
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's multi-process path")
+@pytest.mark.parametrize("mode", ["data", "model"])
+def test_two_jax_processes_train_as_one(mode, reference, tmp_path):
+    # 2 processes x 4 virtual CPU devices, gloo collectives between them:
+    # an 8-device mesh over 2 "hosts"; `model` is a (2, 4) mesh.
+    output = launch(
+        "--cpu-devices=4",
+        SCRIPT,
+        f"--distribute={mode}",
+        f"--output-dir={tmp_path}",
+    )
+    assert output.count(f"Distribution: {mode} parallel over 8") == 2, output
+    assert_same_training(reference, tmp_path)
+    assert_reloads(tmp_path)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.distributed path")
+def test_two_torch_processes_train_as_one(reference, tmp_path):
+    output = launch(SCRIPT, f"--output-dir={tmp_path}")
+    assert output.count("last step's loss") == 2, output
+    assert_same_training(reference, tmp_path)
+    assert_reloads(tmp_path)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute path")
+def test_mirrored_strategy_on_two_cpus_trains_as_one(reference, tmp_path):
+    output = run(SCRIPT, "--cpu-devices=2", f"--output-dir={tmp_path}")
+    assert "MirroredStrategy: 2 replicas" in output, output
+    assert_same_training(reference, tmp_path)
+    assert_reloads(tmp_path)
+
+
+def start_launcher(tmp_path, *arguments):
+    sleeper = tmp_path / "sleep.py"
+    sleeper.write_text("import time\ntime.sleep(600)\n")
+    return subprocess.Popen(
+        [sys.executable, LAUNCH, *arguments, str(sleeper)],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def worker_pids(launcher, count):
+    pids = []
+    for line in launcher.stdout:
+        if " is pid " in line:
+            pids.append(int(line.split()[-1]))
+            if len(pids) == count:
+                return pids
+    raise AssertionError("the launcher did not report its processes")
+
+
+def assert_gone(pid):
+    # The launcher waits for its children, so a stopped one no longer exists.
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="checked once, in the torch run")
+def test_a_dead_worker_stops_the_others_instead_of_a_hang(tmp_path):
+    launcher = start_launcher(tmp_path, "--processes=3", "--timeout=120")
+    pids = worker_pids(launcher, 3)
+    time.sleep(0.5)
+    os.kill(pids[1], signal.SIGKILL)
+    output = launcher.communicate(timeout=60)[0]
+    assert launcher.returncode != 0
+    assert "process 1 exited with code -9; stopping the others" in output
+    for pid in pids:
+        assert_gone(pid)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="checked once, in the torch run")
+def test_the_launcher_stops_a_run_past_its_timeout(tmp_path):
+    launcher = start_launcher(tmp_path, "--processes=2", "--timeout=2")
+    pids = worker_pids(launcher, 2)
+    output = launcher.communicate(timeout=60)[0]
+    assert launcher.returncode == 124
+    assert "still running after --timeout=2.0 s" in output
+    for pid in pids:
+        assert_gone(pid)
