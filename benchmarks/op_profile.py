@@ -1,12 +1,16 @@
-"""Where a TensorFlow training step spends its time, op type by op type.
+"""Where a training step spends its time, op type by op type.
 
-Builds the bert_small classifier of `benchmarks.train_step` from keras-hub and
-from keras_tfm, profiles a few training steps of each with TensorFlow's
-profiler, and prints the op time per step of the most expensive op types
-side by side. Op times add up over the threads that run ops in parallel, so
-their total exceeds the step's wall time.
+Builds one cell of `benchmarks.train_step`'s grid (BERT-small, GELU, post-norm,
+dropout 0.1, sequence 128 unless told otherwise) from keras-hub and from
+keras_tfm, profiles a few training steps of each with the backend's
+profiler (TensorFlow's, or `torch.profiler` counting each aten op's own
+time), and prints the op time per step of the most expensive op types side
+by side. Op times add up over the threads that run ops in parallel, so
+their total may exceed the step's wall time.
 
     KERAS_BACKEND=tensorflow python -m benchmarks.op_profile
+    KERAS_BACKEND=torch python -m benchmarks.op_profile --activation relu \\
+        --dropout 0
 """
 
 import argparse
@@ -16,19 +20,39 @@ import tempfile
 
 import keras
 
-from benchmarks.train_step import CONFIGS, build, random_batch
+from benchmarks.train_step import MODEL, build, random_batch
 
 # Profiler events on the op threads that are not ops (or that contain them).
 NOT_OPS = {"Process", "Record", "StartRegion", "StopRegion"}
 
 
-def op_milliseconds(model, x, y, steps):
+def warm_up(model, x, y):
+    for _ in range(3):  # tracing and warm-up stay out of the profile
+        model.train_on_batch(x, y)
+
+
+def torch_op_milliseconds(model, x, y, steps):
+    """`{aten op: milliseconds per step}`, each op's own time."""
+    import torch
+
+    warm_up(model, x, y)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as profile:
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+    totals = collections.Counter()
+    for event in profile.key_averages():
+        if event.key.startswith("aten::"):
+            totals[event.key] += event.self_cpu_time_total / 1000 / steps
+    return totals
+
+
+def tensorflow_op_milliseconds(model, x, y, steps):
     """`{op type: milliseconds per step}` of `model.train_on_batch`."""
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    for _ in range(3):  # tracing and warm-up stay out of the profile
-        model.train_on_batch(x, y)
+    warm_up(model, x, y)
     with tempfile.TemporaryDirectory() as directory:
         tf.profiler.experimental.start(directory)
         for _ in range(steps):
@@ -53,22 +77,34 @@ def op_milliseconds(model, x, y, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="bert_small")
+    parser.add_argument("--activation", default="gelu")
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--norm", default="post", choices=["post", "pre"])
+    parser.add_argument("--seq", type=int, default=128)
+    for name, value in MODEL.items():
+        parser.add_argument(f"--{name}", type=int, default=value)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=15)
     args = parser.parse_args()
-    if keras.backend.backend() != "tensorflow":
-        raise SystemExit("Run with KERAS_BACKEND=tensorflow.")
-    config = CONFIGS[args.config]
-    x, y = random_batch(config)
+    profilers = {
+        "tensorflow": tensorflow_op_milliseconds,
+        "torch": torch_op_milliseconds,
+    }
+    if keras.backend.backend() not in profilers:
+        raise SystemExit("Run with KERAS_BACKEND=tensorflow or torch.")
+    op_milliseconds = profilers[keras.backend.backend()]
+    cell = {
+        **{name: getattr(args, name) for name in MODEL},
+        **{"activation": args.activation, "dropout": args.dropout},
+        **{"norm": args.norm, "seq": args.seq, "jit_compile": "auto"},
+    }
+    x, y = random_batch(cell)
     profiles = {
-        library: op_milliseconds(
-            build(library, config, "auto"), x, y, args.steps
-        )
+        library: op_milliseconds(build(library, cell), x, y, args.steps)
         for library in ("keras-hub", "keras_tfm")
     }
     hub, tfm = profiles["keras-hub"], profiles["keras_tfm"]
-    print(f"\n{args.config}, float32 training step, op ms per step")
+    print(f"\n{cell}, float32 training step, op ms per step")
     print("| op type | keras-hub ms | keras_tfm ms |")
     print("|---|---|---|")
     for op_type, _ in (hub + tfm).most_common(args.rows):

@@ -1,21 +1,28 @@
-"""Training and inference speed: keras_tfm vs keras-hub (vs torch.nn).
+"""Training speed over a grid of configurations: keras_tfm vs keras-hub.
 
 For the current KERAS_BACKEND, builds the same encoder classifier twice in
 one process, from keras_tfm's `PositionalEmbedding` + `EncoderBlock` and from
 keras-hub's `TokenAndPositionEmbedding` + `TransformerEncoder` (same
-configuration, same parameter count, checked), and times them alternately:
-warm-up excluded, median over repetitions. On the torch backend a plain
+configuration, same parameter count, checked), and times their training
+steps alternately: warm-up excluded, median over repetitions. It does so for
+every cell of a grid: activation (relu, gelu, swiglu), dropout (0, 0.1),
+post- or pre-norm, sequence length (128, 512), precision (float32,
+mixed_bfloat16) and `jit_compile` (auto, True); each axis is a flag, so a
+part of the grid can be run. keras-hub's encoder has no SwiGLU, so swiglu
+cells time keras_tfm alone. On the torch backend a plain
 `torch.nn.TransformerEncoder` of the same configuration, trained with the
-same optimizer, adds a third row. Model-FLOPs utilisation is measured
-against this machine's matrix-multiply peak in the row's compute dtype
-(float32 or bfloat16), measured in the same run. `--batch` overrides the
-configs' batch size (a GPU needs more than 32 sequences to fill).
+same optimizer, adds a column (float32, relu and gelu). Model-FLOPs
+utilisation is measured against this machine's matrix-multiply peak in the
+cell's compute dtype, measured in the same run. The last line gives the
+range of keras-hub / keras_tfm over the cells.
 
-    KERAS_BACKEND=jax python -m benchmarks.train_step
-    KERAS_BACKEND=torch python -m benchmarks.train_step --configs small
+    KERAS_BACKEND=jax python -m benchmarks.train_step        # the whole grid
+    KERAS_BACKEND=torch python -m benchmarks.train_step --seqs 128 \\
+        --precisions float32 --jit-compile auto --batch 8
 """
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -25,12 +32,16 @@ import numpy as np
 
 from keras_tfm import EncoderBlock, PositionalEmbedding
 
-CONFIGS = {
-    "small": {"layers": 2, "width": 128, "heads": 4, "ff": 512, "seq": 64,
-              "batch": 32},
-    "bert_small": {"layers": 4, "width": 256, "heads": 4, "ff": 1024,
-                   "seq": 128, "batch": 32},
-}  # fmt: skip
+# BERT-small; `--layers`, `--width`, `--heads`, `--ff` and `--batch` change it.
+MODEL = {"layers": 4, "width": 256, "heads": 4, "ff": 1024, "batch": 32}
+GRID = {
+    "activation": ["relu", "gelu", "swiglu"],
+    "dropout": [0.0, 0.1],
+    "norm": ["post", "pre"],
+    "seq": [128, 512],
+    "precision": ["float32", "mixed_bfloat16"],
+    "jit_compile": ["auto", True],
+}
 VOCAB = 8192
 PEAK_DTYPES = ("float32", "bfloat16")
 
@@ -71,44 +82,51 @@ def matmul_peak_flops(dtype, repeats=5):
     return 2 * size**3 / best
 
 
-def build(library, config, jit_compile):
-    tokens = keras.Input((config["seq"],), dtype="int32")
+def build(library, cell):
+    tokens = keras.Input((cell["seq"],), dtype="int32")
+    norm_first = cell["norm"] == "pre"
     if library == "keras_tfm":
-        x = PositionalEmbedding(VOCAB, config["seq"], config["width"])(tokens)
-        for _ in range(config["layers"]):
-            x = EncoderBlock(config["heads"], config["ff"], activation="gelu")(
-                x
-            )
+        x = PositionalEmbedding(VOCAB, cell["seq"], cell["width"])(tokens)
+        for _ in range(cell["layers"]):
+            x = EncoderBlock(
+                cell["heads"],
+                cell["ff"],
+                dropout=cell["dropout"],
+                activation=cell["activation"],
+                norm_first=norm_first,
+            )(x)
     else:
         x = keras_hub.layers.TokenAndPositionEmbedding(
-            VOCAB, config["seq"], config["width"]
+            VOCAB, cell["seq"], cell["width"]
         )(tokens)
-        for _ in range(config["layers"]):
+        for _ in range(cell["layers"]):
             x = keras_hub.layers.TransformerEncoder(
-                config["ff"],
-                config["heads"],
-                dropout=0.1,
-                activation="gelu",
+                cell["ff"],
+                cell["heads"],
+                dropout=cell["dropout"],
+                activation=cell["activation"],
+                normalize_first=norm_first,
                 layer_norm_epsilon=1e-5,
             )(x)
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(tokens, keras.layers.Dense(2)(x))
     model.compile(
-        jit_compile=jit_compile,
+        jit_compile=cell["jit_compile"],
         optimizer=keras.optimizers.Adam(1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
 
 
-def model_flops(config, training):
-    """Matmul FLOPs of one step: weights plus attention scores and mixing."""
-    tokens = config["batch"] * config["seq"]
-    width, layers = config["width"], config["layers"]
-    weights = layers * (4 * width * width + 2 * width * config["ff"])
-    attention = layers * 2 * config["seq"] * width  # per token, QK and AV
-    forward = 2 * tokens * (weights + attention)
-    return 3 * forward if training else forward
+def model_flops(cell):
+    """Matmul FLOPs of one training step: weights, attention scores and
+    mixing; backward counted as twice the forward."""
+    tokens = cell["batch"] * cell["seq"]
+    width, layers = cell["width"], cell["layers"]
+    ff_matrices = 3 if cell["activation"] == "swiglu" else 2
+    weights = layers * (4 * width * width + ff_matrices * width * cell["ff"])
+    attention = layers * 2 * cell["seq"] * width  # per token, QK and AV
+    return 3 * 2 * tokens * (weights + attention)
 
 
 def time_steps(step, steps):
@@ -118,30 +136,23 @@ def time_steps(step, steps):
     return (time.perf_counter() - start) / steps
 
 
-def keras_runner(model, x, y, training):
-    if training:
-        return lambda: model.train_on_batch(x, y)
-    return lambda: model.predict_on_batch(x)
-
-
-def torch_runner(config, x, y, training):
+def torch_runner(cell, x, y):
     """The same classifier from torch.nn, trained with torch's Adam."""
     import torch
 
     class Classifier(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            width = config["width"]
+            width = cell["width"]
             self.tokens = torch.nn.Embedding(VOCAB, width)
-            self.positions = torch.nn.Parameter(
-                torch.zeros(config["seq"], width)
-            )
+            self.positions = torch.nn.Parameter(torch.zeros(cell["seq"], width))
             layer = torch.nn.TransformerEncoderLayer(
-                width, config["heads"], config["ff"], dropout=0.1,
-                activation="gelu", batch_first=True,
+                width, cell["heads"], cell["ff"], dropout=cell["dropout"],
+                activation=cell["activation"], batch_first=True,
+                norm_first=cell["norm"] == "pre",
             )  # fmt: skip
             self.encoder = torch.nn.TransformerEncoder(
-                layer, config["layers"], enable_nested_tensor=False
+                layer, cell["layers"], enable_nested_tensor=False
             )
             self.head = torch.nn.Linear(width, 2)
 
@@ -165,115 +176,140 @@ def torch_runner(config, x, y, training):
         optimizer.step()
         return loss.item()
 
-    def predict_step():
-        model.eval()
-        with torch.no_grad():
-            return model(tokens).cpu().numpy()
-
-    parameters = sum(p.numel() for p in model.parameters())
-    return (train_step if training else predict_step), parameters
+    return train_step
 
 
-def random_batch(config):
-    """`(tokens, labels)`: one batch of `config`'s shape, the same each call."""
+def random_batch(cell):
+    """`(tokens, labels)`: one batch of `cell`'s shape, the same each call."""
     rng = np.random.default_rng(0)
-    x = rng.integers(1, VOCAB, (config["batch"], config["seq"]), dtype="int32")
-    y = rng.integers(0, 2, (config["batch"],), dtype="int32")
+    x = rng.integers(1, VOCAB, (cell["batch"], cell["seq"]), dtype="int32")
+    y = rng.integers(0, 2, (cell["batch"],), dtype="int32")
     return x, y
 
 
-def benchmark(config, precision, training, options, peaks):
-    keras.config.set_dtype_policy(precision)
-    peak = peaks[keras.config.dtype_policy().compute_dtype]
-    x, y = random_batch(config)
-    runners, compile_seconds, parameters = {}, {}, {}
-    for library in ("keras-hub", "keras_tfm"):
-        model = build(library, config, options.jit_compile)
-        runners[library] = keras_runner(model, x, y, training)
+def runners_for(cell):
+    """`{library: train step}` for the libraries that can build `cell`."""
+    x, y = random_batch(cell)
+    runners, parameters = {}, {}
+    libraries = ["keras_tfm"]
+    if cell["activation"] != "swiglu":  # keras-hub's encoder has no SwiGLU
+        libraries.insert(0, "keras-hub")
+    for library in libraries:
+        model = build(library, cell)
+        runners[library] = lambda model=model: model.train_on_batch(x, y)
         parameters[library] = model.count_params()
-        start = time.perf_counter()
-        runners[library]()
-        compile_seconds[library] = time.perf_counter() - start
-    if parameters["keras-hub"] != parameters["keras_tfm"]:
+    if len(set(parameters.values())) > 1:
         raise AssertionError(f"parameter counts differ: {parameters}")
-    if keras.backend.backend() == "torch" and precision == "float32":
-        runner, count = torch_runner(config, x, y, training)
-        runners["torch.nn"] = runner
-        start = time.perf_counter()
-        runner()
-        compile_seconds["torch.nn"] = time.perf_counter() - start
-        # torch.nn adds no parameters beyond the same layers' weights.
-        parameters["torch.nn"] = count
+    if (
+        keras.backend.backend() == "torch"
+        and cell["precision"] == "float32"
+        and cell["activation"] != "swiglu"
+    ):
+        runners["torch.nn"] = torch_runner(cell, x, y)
+    return runners
+
+
+def benchmark(cell, options, peaks):
+    keras.config.set_dtype_policy(cell["precision"])
+    peak = peaks[keras.config.dtype_policy().compute_dtype]
+    runners = runners_for(cell)
+    compile_seconds = {}
+    for library, runner in runners.items():
+        compile_seconds[library] = time_steps(runner, 1)
     timings = {library: [] for library in runners}
     for _ in range(options.repeats):  # alternate: drift hits every library
         for library, runner in runners.items():
             timings[library].append(time_steps(runner, options.steps))
-    seconds = {lib: statistics.median(t) for lib, t in timings.items()}
-    flops = model_flops(config, training)
     keras.config.set_dtype_policy("float32")
+    ms = {lib: 1000 * statistics.median(t) for lib, t in timings.items()}
     return {
-        "config": config["name"],
-        "precision": precision,
-        "mode": "train" if training else "infer",
-        "ms": {lib: 1000 * s for lib, s in seconds.items()},
+        **cell,
+        "ms": ms,
         "compile": compile_seconds,
-        "tokens_per_s": config["batch"] * config["seq"] / seconds["keras_tfm"],
-        "mfu": flops / seconds["keras_tfm"] / peak,
-        "parameters": parameters,
+        "mfu": model_flops(cell) / (ms["keras_tfm"] / 1000) / peak,
     }
 
 
-def print_table(rows, peaks, jit_compile):
-    backend = keras.backend.backend()
+def print_table(rows, peaks):
     measured = ", ".join(f"{d} {f / 1e12:.2f}" for d, f in peaks.items())
-    print(f"\nbackend: {backend}; devices: "
-          f"{', '.join(devices())}; jit_compile: {jit_compile}; matmul peak "
-          f"measured (TFLOP/s): {measured}")  # fmt: skip
-    header = ("| config | precision | mode | keras-hub ms | keras_tfm ms | "
-              "hub/tfm | torch.nn ms | tokens/s | compile s (hub/tfm) | "
-              "MFU |")  # fmt: skip
-    print(header)
-    print("|---" * 10 + "|")
+    model = ", ".join(f"{key} {rows[0][key]}" for key in MODEL)
+    print(f"\nbackend: {keras.backend.backend()}; devices: "
+          f"{', '.join(devices())}; {model}; matmul peak measured "
+          f"(TFLOP/s): {measured}")  # fmt: skip
+    print("| activation | dropout | norm | seq | precision | jit_compile "
+          "| keras-hub ms | keras_tfm ms | hub/tfm | torch.nn ms "
+          "| compile s (tfm) | MFU |")  # fmt: skip
+    print("|---" * 12 + "|")
     for row in rows:
-        ms, compile_s = row["ms"], row["compile"]
+        ms = row["ms"]
+        hub = f"{ms['keras-hub']:.1f}" if "keras-hub" in ms else "-"
+        ratio = (
+            f"{ms['keras-hub'] / ms['keras_tfm']:.2f}x" if "keras-hub" in ms
+            else "-"
+        )  # fmt: skip
         torch_ms = f"{ms['torch.nn']:.1f}" if "torch.nn" in ms else "-"
         print(
-            f"| {row['config']} | {row['precision']} | {row['mode']} "
-            f"| {ms['keras-hub']:.1f} | {ms['keras_tfm']:.1f} "
-            f"| {ms['keras-hub'] / ms['keras_tfm']:.2f}x | {torch_ms} "
-            f"| {row['tokens_per_s']:,.0f} "
-            f"| {compile_s['keras-hub']:.1f} / {compile_s['keras_tfm']:.1f} "
-            f"| {row['mfu']:.0%} |"
+            f"| {row['activation']} | {row['dropout']} | {row['norm']} "
+            f"| {row['seq']} | {row['precision']} | {row['jit_compile']} "
+            f"| {hub} | {ms['keras_tfm']:.1f} | {ratio} | {torch_ms} "
+            f"| {row['compile']['keras_tfm']:.1f} | {row['mfu']:.0%} |"
         )
+    ratios = [
+        row["ms"]["keras-hub"] / row["ms"]["keras_tfm"]
+        for row in rows
+        if "keras-hub" in row["ms"]
+    ]
+    if ratios:
+        print(
+            f"hub/tfm over {len(ratios)} cells: min {min(ratios):.2f}x, "
+            f"median {statistics.median(ratios):.2f}x, "
+            f"max {max(ratios):.2f}x"
+        )
+
+
+def axis(kind):
+    def parse(text):
+        return [kind(value) for value in text.split(",")]
+
+    return parse
+
+
+def jit_compile_value(text):
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="small,bert_small")
-    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
-    parser.add_argument("--steps", type=int, default=5)
+    flags = {
+        "activation": ("--activations", str),
+        "dropout": ("--dropouts", float),
+        "norm": ("--norms", str),
+        "seq": ("--seqs", int),
+        "precision": ("--precisions", str),
+        "jit_compile": ("--jit-compile", jit_compile_value),
+    }
+    for name, (flag, kind) in flags.items():
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=axis(kind),
+            default=GRID[name],
+            help=f"comma-separated; default {','.join(map(str, GRID[name]))}",
+        )
+    for name, value in MODEL.items():
+        parser.add_argument(f"--{name}", type=int, default=value)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, help="overrides the configs'")
-    parser.add_argument(
-        "--jit-compile",
-        default="auto",
-        type=lambda value: {"true": True, "false": False}.get(value, value),
-        help="model.compile's jit_compile: auto (default), true or false",
-    )
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     peaks = {dtype: matmul_peak_flops(dtype) for dtype in PEAK_DTYPES}
+    model = {name: getattr(args, name) for name in MODEL}
     rows = []
-    for name in args.configs.split(","):
-        config = {**CONFIGS[name], "name": name}
-        if args.batch:
-            config.update(batch=args.batch, name=f"{name}, batch {args.batch}")
-        for precision in args.precisions.split(","):
-            rows.append(benchmark(config, precision, True, args, peaks))
-        rows.append(benchmark(config, "float32", False, args, peaks))
-        # A partial table, in case of interruption.
-        print_table(rows, peaks, args.jit_compile)
-    print_table(rows, peaks, args.jit_compile)
+    for values in itertools.product(*(getattr(args, name) for name in GRID)):
+        cell = {**model, **dict(zip(GRID, values, strict=True))}
+        rows.append(benchmark(cell, args, peaks))
+        print_table(rows[-1:], peaks)  # each cell as it comes
+    print_table(rows, peaks)
 
 
 if __name__ == "__main__":

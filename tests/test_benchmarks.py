@@ -20,20 +20,27 @@ def run_benchmark(module, *arguments):
     return result.stdout
 
 
-def test_train_step_prints_every_row():
+def test_train_step_prints_every_cell_of_the_grid():
     output = run_benchmark(
         "benchmarks.train_step",
-        *("--configs", "small", "--precisions", "float32,mixed_bfloat16"),
-        *("--steps", "1", "--repeats", "1", "--batch", "4"),
+        *("--activations", "gelu,swiglu", "--dropouts", "0", "--norms", "pre"),
+        *("--seqs", "16", "--precisions", "float32,mixed_bfloat16"),
+        *("--jit-compile", "auto", "--layers", "1", "--width", "16"),
+        *("--ff", "32", "--batch", "2", "--steps", "1", "--repeats", "1"),
     )
-    rows = table_rows(output.split("\nbackend:")[-1])
-    assert [row[:2] for row in rows] == [
-        ["small, batch 4", "float32"],
-        ["small, batch 4", "mixed_bfloat16"],
-        ["small, batch 4", "float32"],
+    final = output.split("\nbackend:")[-1]
+    rows = table_rows(final)
+    assert [(row[0], row[4]) for row in rows] == [
+        ("gelu", "float32"),
+        ("gelu", "mixed_bfloat16"),
+        ("swiglu", "float32"),
+        ("swiglu", "mixed_bfloat16"),
     ]
-    torch_nn_ms = rows[0][6]
+    # keras-hub has no SwiGLU encoder; torch.nn runs in float32 on torch.
+    assert [row[6] != "-" for row in rows] == [True, True, False, False]
+    torch_nn_ms = rows[0][9]
     assert (torch_nn_ms != "-") == (keras.backend.backend() == "torch")
+    assert "hub/tfm over 2 cells: min" in final
 
 
 def test_decode_prints_every_row():
@@ -60,12 +67,17 @@ def test_decode_prints_every_row():
 
 
 @pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="a TensorFlow profile"
+    keras.backend.backend() == "jax", reason="TensorFlow and torch profiles"
 )
 def test_op_profile_prints_both_libraries():
     output = run_benchmark(
-        "benchmarks.op_profile", "--config", "small", "--steps", "1"
+        "benchmarks.op_profile",
+        *("--layers", "1", "--width", "32", "--ff", "64", "--seq", "16"),
+        *("--batch", "4", "--steps", "1"),
     )
     rows = table_rows(output)
     assert rows[-1][0] == "all ops"
-    assert any(row[0] == "_MklMatMul" for row in rows)
+    matmul = (
+        "_MklMatMul" if keras.backend.backend() == "tensorflow" else "aten::mm"
+    )
+    assert any(row[0] == matmul for row in rows)
