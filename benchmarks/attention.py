@@ -50,9 +50,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--precision", default="float32", help="a Keras dtype policy"
+    )
     args = parser.parse_args()
+    keras.config.set_dtype_policy(args.precision)
     print(f"\nbackend: {keras.backend.backend()}, device: "
-          f"{keras.ops.zeros(()).device}")  # fmt: skip
+          f"{keras.ops.zeros(()).device}, {args.precision}")  # fmt: skip
     print("| batch, length, heads, head_dim | fused ms | explicit ms | "
           "explicit speed-up |")  # fmt: skip
     print("|---|---|---|---|")

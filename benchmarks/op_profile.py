@@ -81,6 +81,7 @@ def main():
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--norm", default="post", choices=["post", "pre"])
     parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--precision", default="float32")
     for name, value in MODEL.items():
         parser.add_argument(f"--{name}", type=int, default=value)
     parser.add_argument("--steps", type=int, default=3)
@@ -99,12 +100,13 @@ def main():
         **{"norm": args.norm, "seq": args.seq, "jit_compile": "auto"},
     }
     x, y = random_batch(cell)
+    keras.config.set_dtype_policy(args.precision)
     profiles = {
         library: op_milliseconds(build(library, cell), x, y, args.steps)
         for library in ("keras-hub", "keras_tfm")
     }
     hub, tfm = profiles["keras-hub"], profiles["keras_tfm"]
-    print(f"\n{cell}, float32 training step, op ms per step")
+    print(f"\n{cell}, {args.precision} training step, op ms per step")
     print("| op type | keras-hub ms | keras_tfm ms |")
     print("|---|---|---|")
     for op_type, _ in (hub + tfm).most_common(args.rows):
