@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -114,27 +113,30 @@ def test_mirrored_strategy_on_two_cpus_trains_as_one(reference, tmp_path):
     assert_reloads(tmp_path)
 
 
-def start_launcher(tmp_path, *arguments):
-    sleeper = tmp_path / "sleep.py"
-    sleeper.write_text("import time\ntime.sleep(600)\n")
+def start_launcher(*arguments):
     return subprocess.Popen(
-        [sys.executable, LAUNCH, *arguments, str(sleeper)],
+        [sys.executable, LAUNCH, *arguments],
         cwd=ROOT,
-        env={**os.environ, "KERAS_BACKEND": "torch"},
+        # Unbuffered, so that the workers' lines arrive as they are printed.
+        env={**os.environ, "KERAS_BACKEND": "torch", "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
 
 
-def worker_pids(launcher, count):
-    pids = []
+def read_until(launcher, text, count):
+    """The launcher's lines up to the `count`-th holding `text`."""
+    lines = []
     for line in launcher.stdout:
-        if " is pid " in line:
-            pids.append(int(line.split()[-1]))
-            if len(pids) == count:
-                return pids
-    raise AssertionError("the launcher did not report its processes")
+        lines.append(line)
+        if sum(text in each for each in lines) == count:
+            return lines
+    raise AssertionError(f"no {count} lines with {text!r}: {lines}")
+
+
+def worker_pids(lines):
+    return [int(line.split()[-1]) for line in lines if " is pid " in line]
 
 
 def assert_gone(pid):
@@ -145,9 +147,12 @@ def assert_gone(pid):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="checked once, in the torch run")
 def test_a_dead_worker_stops_the_others_instead_of_a_hang(tmp_path):
-    launcher = start_launcher(tmp_path, "--processes=3", "--timeout=120")
-    pids = worker_pids(launcher, 3)
-    time.sleep(0.5)
+    # Killed once both workers run the script; the survivor would wait for
+    # it in torch.distributed (30 minutes, gloo's default timeout).
+    launcher = start_launcher(
+        "--processes=2", "--timeout=120", SCRIPT, f"--output-dir={tmp_path}"
+    )
+    pids = worker_pids(read_until(launcher, "Keras backend", 2))
     os.kill(pids[1], signal.SIGKILL)
     output = launcher.communicate(timeout=60)[0]
     assert launcher.returncode != 0
@@ -158,9 +163,11 @@ def test_a_dead_worker_stops_the_others_instead_of_a_hang(tmp_path):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="checked once, in the torch run")
 def test_the_launcher_stops_a_run_past_its_timeout(tmp_path):
-    launcher = start_launcher(tmp_path, "--processes=2", "--timeout=2")
-    pids = worker_pids(launcher, 2)
+    sleeper = tmp_path / "sleep.py"
+    sleeper.write_text("import time\ntime.sleep(600)\n")
+    launcher = start_launcher("--processes=2", "--timeout=2", str(sleeper))
     output = launcher.communicate(timeout=60)[0]
+    pids = worker_pids(output.splitlines())
     assert launcher.returncode == 124
     assert "still running after --timeout=2.0 s" in output
     for pid in pids:
