@@ -106,5 +106,5 @@ docs-shot: docs
 	ls site-shots
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache build *.egg-info site site-shots \
-		docs/images/generated
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache build *.egg-info site \
+		site-shots docs/images/generated

@@ -20,7 +20,12 @@ import tempfile
 
 import keras
 
-from benchmarks.train_step import MODEL, build, random_batch
+from benchmarks.train_step import (
+    MODEL,
+    add_model_arguments,
+    build,
+    random_batch,
+)
 
 # Profiler events on the op threads that are not ops (or that contain them).
 NOT_OPS = {"Process", "Record", "StartRegion", "StopRegion"}
@@ -82,8 +87,7 @@ def main():
     parser.add_argument("--norm", default="post", choices=["post", "pre"])
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--precision", default="float32")
-    for name, value in MODEL.items():
-        parser.add_argument(f"--{name}", type=int, default=value)
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=15)
     args = parser.parse_args()

@@ -230,6 +230,12 @@ def benchmark(cell, options, peaks):
     }
 
 
+def hub_over_tfm(row):
+    """keras-hub's step time over keras_tfm's, or None (no keras-hub row)."""
+    ms = row["ms"]
+    return ms["keras-hub"] / ms["keras_tfm"] if "keras-hub" in ms else None
+
+
 def print_table(rows, peaks):
     measured = ", ".join(f"{d} {f / 1e12:.2f}" for d, f in peaks.items())
     model = ", ".join(f"{key} {rows[0][key]}" for key in MODEL)
@@ -243,10 +249,8 @@ def print_table(rows, peaks):
     for row in rows:
         ms = row["ms"]
         hub = f"{ms['keras-hub']:.1f}" if "keras-hub" in ms else "-"
-        ratio = (
-            f"{ms['keras-hub'] / ms['keras_tfm']:.2f}x" if "keras-hub" in ms
-            else "-"
-        )  # fmt: skip
+        ratio = hub_over_tfm(row)
+        ratio = "-" if ratio is None else f"{ratio:.2f}x"
         torch_ms = f"{ms['torch.nn']:.1f}" if "torch.nn" in ms else "-"
         print(
             f"| {row['activation']} | {row['dropout']} | {row['norm']} "
@@ -254,11 +258,7 @@ def print_table(rows, peaks):
             f"| {hub} | {ms['keras_tfm']:.1f} | {ratio} | {torch_ms} "
             f"| {row['compile']['keras_tfm']:.1f} | {row['mfu']:.0%} |"
         )
-    ratios = [
-        row["ms"]["keras-hub"] / row["ms"]["keras_tfm"]
-        for row in rows
-        if "keras-hub" in row["ms"]
-    ]
+    ratios = [r for r in map(hub_over_tfm, rows) if r is not None]
     if ratios:
         print(
             f"hub/tfm over {len(ratios)} cells: min {min(ratios):.2f}x, "
@@ -276,6 +276,12 @@ def axis(kind):
 
 def jit_compile_value(text):
     return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def add_model_arguments(parser):
+    """`--layers`, `--width`, `--heads`, `--ff`, `--batch` (MODEL's keys)."""
+    for name, value in MODEL.items():
+        parser.add_argument(f"--{name}", type=int, default=value)
 
 
 def main():
@@ -296,8 +302,7 @@ def main():
             default=GRID[name],
             help=f"comma-separated; default {','.join(map(str, GRID[name]))}",
         )
-    for name, value in MODEL.items():
-        parser.add_argument(f"--{name}", type=int, default=value)
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

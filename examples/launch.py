@@ -97,7 +97,8 @@ def stop(workers):
 
 
 def supervise(workers, timeout):
-    """Waits for every worker; returns the launcher's exit code."""
+    """Waits for every worker, or for the first failure or the timeout;
+    returns the launcher's exit code. The caller stops what still runs."""
     deadline = time.monotonic() + timeout
     while True:
         codes = [worker.poll() for worker in workers]
@@ -114,7 +115,6 @@ def supervise(workers, timeout):
                 file=sys.stderr,
                 flush=True,
             )
-            stop(workers)
             return code if code > 0 else 1
         if all(code == 0 for code in codes):
             return 0
@@ -125,7 +125,6 @@ def supervise(workers, timeout):
                 file=sys.stderr,
                 flush=True,
             )
-            stop(workers)
             return TIMEOUT_EXIT_CODE
         time.sleep(0.2)
 

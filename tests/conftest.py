@@ -1,3 +1,4 @@
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -20,6 +21,27 @@ def _fresh_keras_state():
 
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def assert_same_updates(start, expected, actual):
+    """Every weight moved from `start` by the same update in both runs.
+
+    Sums over devices add in another order, so an update may differ in its
+    last float32 digits; a missing or doubled reduction changes it by half
+    or more.
+    """
+    for first, want, got in zip(start, expected, actual, strict=True):
+        error = np.linalg.norm((got - first) - (want - first))
+        assert error <= 1e-2 * np.linalg.norm(want - first) + 1e-6, error
+
+
+def installed_version(package):
+    """`(major, minor)` of an installed package, or None."""
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in version.split(".")[:2])
 
 
 def random_inputs(*shape, seed=0):

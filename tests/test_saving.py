@@ -125,10 +125,6 @@ def load_elsewhere(directory):
     print(f"{keras.backend.backend()}: model and weights load identically")
 
 
-if __name__ == "__main__":
-    load_elsewhere(sys.argv[1])
-
-
 def test_a_hugging_face_checkpoint_round_trips(tmp_path):
     """Written and read back with safetensors alone (no torch or transformers),
     so the floors' check covers the `huggingface` extra too."""
@@ -146,3 +142,7 @@ def test_a_hugging_face_checkpoint_round_trips(tmp_path):
     np.testing.assert_allclose(
         to_numpy(loaded(tokens)), to_numpy(model(tokens)), atol=1e-5
     )
+
+
+if __name__ == "__main__":
+    load_elsewhere(sys.argv[1])
