@@ -607,7 +607,12 @@ class _TorchStep:
             return self.model.call_with_cache(tokens, cache, cache_index)
         import torch
 
-        index = torch.as_tensor(cache_index, dtype=torch.int32)
+        # On the tokens' device: a program traced with the index on one
+        # device refuses it on another, and callers pass a Python int
+        # (`stream`) or a tensor on the accelerator (`generate`'s loop).
+        index = torch.as_tensor(
+            cache_index, dtype=torch.int32, device=tokens.device
+        )
         key = tuple(
             tuple(tensor.shape)
             for tensor in keras.tree.flatten((tokens, cache))
