@@ -7,6 +7,8 @@ compiled as the backend's `model.fit` would run it, on the same inputs in the
 same process. keras_tfm uses its result to pick a default per device.
 
     KERAS_BACKEND=jax python -m benchmarks.attention
+    KERAS_BACKEND=torch python -m benchmarks.attention \\
+        --precision mixed_bfloat16 --shapes 32x128x4x64,8x512x4x64
 """
 
 import argparse
@@ -36,6 +38,11 @@ def explicit(query, key, value):
     return attention_with_scores(query, key, value, mask)[0]
 
 
+def parse_shapes(text):
+    """`"32x128x4x64,8x512x8x64"` -> `[(32, 128, 4, 64), (8, 512, 8, 64)]`."""
+    return [tuple(map(int, shape.split("x"))) for shape in text.split(",")]
+
+
 def training_model(attention, shape):
     """Projection + attention + loss, so backward passes are timed too."""
     inputs = keras.Input(shape[1:])
@@ -53,6 +60,12 @@ def main():
     parser.add_argument(
         "--precision", default="float32", help="a Keras dtype policy"
     )
+    parser.add_argument(
+        "--shapes",
+        type=parse_shapes,
+        default=SHAPES,
+        help="batch x length x heads x head_dim, comma-separated",
+    )
     args = parser.parse_args()
     keras.config.set_dtype_policy(args.precision)
     print(f"\nbackend: {keras.backend.backend()}, device: "
@@ -60,7 +73,7 @@ def main():
     print("| batch, length, heads, head_dim | fused ms | explicit ms | "
           "explicit speed-up |")  # fmt: skip
     print("|---|---|---|---|")
-    for shape in SHAPES:
+    for shape in args.shapes:
         data = np.random.default_rng(0).normal(size=shape).astype("float32")
         models = {
             name: training_model(attention, shape)

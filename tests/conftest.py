@@ -57,7 +57,7 @@ def attention_path(request, monkeypatch):
     monkeypatch.setattr(
         attention,
         "explicit_attention_is_faster",
-        lambda: request.param == "explicit",
+        lambda query, key: request.param == "explicit",
     )
     return request.param
 

@@ -63,7 +63,7 @@ def test_scores_path_equals_fused_path_and_formula(monkeypatch):
     from keras_tfm.layers import attention
 
     monkeypatch.setattr(
-        attention, "explicit_attention_is_faster", lambda: False
+        attention, "explicit_attention_is_faster", lambda query, key: False
     )
     x = random_inputs(BATCH, LENGTH, WIDTH)
     layer = MultiHeadSelfAttention(3, causal=True)
@@ -147,6 +147,25 @@ def test_path_choice_works_when_first_made_inside_a_compiled_step():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="PyTorch's CPU rule"
+)
+def test_torch_cpu_takes_the_explicit_path_for_short_bfloat16_keys():
+    import torch
+
+    from keras_tfm.layers.attention import explicit_attention_is_faster
+
+    if torch.cuda.is_available():
+        pytest.skip("the rule is for PyTorch's CPU kernel")
+    short = keras.ops.zeros((2, 128, 2, 8), "bfloat16")
+    long = keras.ops.zeros((2, 256, 2, 8), "bfloat16")
+    assert explicit_attention_is_faster(short, short)
+    assert explicit_attention_is_faster(short[:, :1], short)  # one query
+    assert not explicit_attention_is_faster(long, long)
+    as_float32 = keras.ops.cast(short, "float32")
+    assert not explicit_attention_is_faster(as_float32, as_float32)
+
+
 def test_causal_block_reaches_the_fused_is_causal_path(monkeypatch):
     # keras #23277, keras-hub #2046: fused kernels bypassed by an explicit
     # causal mask or by attention dropout.
@@ -154,7 +173,7 @@ def test_causal_block_reaches_the_fused_is_causal_path(monkeypatch):
     from keras_tfm.layers import attention
 
     monkeypatch.setattr(
-        attention, "explicit_attention_is_faster", lambda: False
+        attention, "explicit_attention_is_faster", lambda query, key: False
     )
     calls = []
     original = keras.ops.dot_product_attention

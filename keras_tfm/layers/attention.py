@@ -60,19 +60,37 @@ def attention_with_scores(query, key, value, mask=None, bias=None, scale=None):
     return ops.einsum("bnts,bsnh->btnh", scores, value), scores
 
 
-@functools.cache
-def explicit_attention_is_faster():
-    """Whether to skip `ops.dot_product_attention` on this backend and device.
+# PyTorch's CPU kernel in bfloat16 lost to the explicit formula up to this
+# key length (1.4x to 2.5x at 64 and 128), drew at 192 and won from 256 on
+# (`python -m benchmarks.attention --precision mixed_bfloat16`, 2-core CPU).
+_TORCH_CPU_BFLOAT16_EXPLICIT_MAX_LENGTH = 128
+
+
+def explicit_attention_is_faster(query, key):
+    """Whether to skip `ops.dot_product_attention` for these inputs.
 
     TensorFlow and JAX have no fused attention kernel for CPUs, and there the
     einsum + softmax of `attention_with_scores` trained 1.15x to 2.3x faster
     than `ops.dot_product_attention` at every shape measured by
-    `python -m benchmarks.attention`. PyTorch's CPU kernel won at long
-    sequences, and accelerators have flash attention, so both keep the fused
-    path.
+    `python -m benchmarks.attention`. PyTorch's CPU kernel won at every
+    length in float32 but only past short sequences in bfloat16, and
+    accelerators have flash attention, so they keep the fused path.
+
+    Args:
+        query: `(batch, q_len, heads, head_dim)`.
+        key: `(batch, k_len, kv_heads, head_dim)`.
     """
-    if keras.backend.backend() not in ("tensorflow", "jax"):
-        return False
+    if keras.backend.backend() == "torch":
+        return (
+            query.device.type == "cpu"
+            and keras.backend.standardize_dtype(query.dtype) == "bfloat16"
+            and key.shape[1] <= _TORCH_CPU_BFLOAT16_EXPLICIT_MAX_LENGTH
+        )
+    return keras.backend.backend() in ("tensorflow", "jax") and _only_cpus()
+
+
+@functools.cache
+def _only_cpus():
     # Asks Keras, not a tensor: this may first run inside a compiled trace.
     devices = keras.distribution.list_devices()
     return all(device.lower().startswith("cpu") for device in devices)
@@ -428,7 +446,9 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
             key, value = _keys_and_values(cache)
             key_shape = key.shape
         check_masks(x.shape, key_shape, padding_mask, attention_mask)
-        explicit = return_attention_scores or explicit_attention_is_faster()
+        explicit = return_attention_scores or explicit_attention_is_faster(
+            query, key
+        )
         # The fused kernels take causality as a flag; a mask tensor is built
         # only when another mask must be combined with it, or for the
         # explicit path, or for a cache (whose unfilled keys are hidden).
@@ -640,13 +660,15 @@ class MultiHeadCrossAttention(_MultiHeadAttention):
             padding_mask_name="context_padding_mask",
         )
         mask = merge_masks(context_padding_mask, attention_mask)
+        query = self.query_dense(x)
         return self._attend(
-            self.query_dense(x),
+            query,
             key,
             value,
             mask,
             is_causal=False,
-            explicit=return_attention_scores or explicit_attention_is_faster(),
+            explicit=return_attention_scores
+            or explicit_attention_is_faster(query, key),
             return_attention_scores=return_attention_scores,
             training=training,
         )
