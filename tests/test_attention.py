@@ -166,6 +166,46 @@ def test_torch_cpu_takes_the_explicit_path_for_short_bfloat16_keys():
     assert not explicit_attention_is_faster(as_float32, as_float32)
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"num_kv_heads": 1}, {"use_bias": False}], ids=str
+)
+def test_joined_projections_equal_the_three_layers(monkeypatch, options):
+    from keras_tfm.layers import attention
+
+    x = random_inputs(BATCH, LENGTH, WIDTH)
+    layer = MultiHeadSelfAttention(2, **options)
+    layer.build(x.shape)
+    outputs = {}
+    for joined in (True, False):
+        monkeypatch.setattr(
+            attention, "_fuses_projections", lambda joined=joined: joined
+        )
+        outputs[joined] = [to_numpy(part) for part in layer._project(x)]
+    for got, want in zip(outputs[True], outputs[False], strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_projections_with_lora_go_through_their_layers(monkeypatch):
+    from keras_tfm.layers import attention
+
+    monkeypatch.setattr(attention, "_fuses_projections", lambda: True)
+    x = random_inputs(BATCH, LENGTH, WIDTH)
+    layer = MultiHeadSelfAttention(2)
+    layer.build(x.shape)
+    layer.query_dense.enable_lora(2)
+    calls = []
+    monkeypatch.setattr(
+        type(layer.query_dense),
+        "call",
+        lambda self, inputs, training=None: (
+            calls.append(self.name)
+            or keras.ops.einsum(self.equation, inputs, self.kernel)
+        ),
+    )
+    layer._project(x)
+    assert calls == ["query", "key", "value"]
+
+
 def test_causal_block_reaches_the_fused_is_causal_path(monkeypatch):
     # keras #23277, keras-hub #2046: fused kernels bypassed by an explicit
     # causal mask or by attention dropout.
