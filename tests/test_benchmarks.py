@@ -41,6 +41,8 @@ def test_train_step_prints_every_cell_of_the_grid():
     torch_nn_ms = rows[0][9]
     assert (torch_nn_ms != "-") == (keras.backend.backend() == "torch")
     assert "hub/tfm over 2 cells: min" in final
+    assert "target keras_tfm >= 1.2x keras-hub: " in final
+    assert final.rstrip().endswith("of 2 float32 cells")
 
 
 def test_decode_prints_every_row():
