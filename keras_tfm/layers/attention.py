@@ -103,9 +103,11 @@ def _fuses_projections():
     Keras runs PyTorch eagerly, where a step is bound by the cost of each
     call and kernel launch: one matmul instead of three trained BERT-small
     (batch 32) 8% to 13% faster per step on an H100 and small models 3% to
-    8% faster on a CPU. XLA ran the joined matmul slower on the CPU (3.6-3.8
-    ms per layer, forward and backward, against 3.4-3.5), so JAX and
-    TensorFlow keep three. The weights stay three variables either way.
+    8% faster on a CPU. On the CPU, XLA ran the joined matmul slower (3.6-3.8
+    ms per layer, forward and backward, against 3.4-3.5) and TensorFlow's
+    graph no faster (a small model's step 10.2 ms against 9.8, BERT-small's
+    level), so JAX and TensorFlow keep three. The weights stay three
+    variables either way.
     """
     return keras.backend.backend() == "torch"
 
