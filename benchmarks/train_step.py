@@ -240,6 +240,11 @@ def hub_over_tfm(row):
     return ms["keras-hub"] / ms["keras_tfm"] if "keras-hub" in ms else None
 
 
+def hub_over_tfm_ratios(rows):
+    """`hub_over_tfm` of the rows that have a keras-hub time."""
+    return [ratio for ratio in map(hub_over_tfm, rows) if ratio is not None]
+
+
 def print_table(rows, peaks):
     measured = ", ".join(f"{d} {f / 1e12:.2f}" for d, f in peaks.items())
     model = ", ".join(f"{key} {rows[0][key]}" for key in MODEL)
@@ -262,7 +267,7 @@ def print_table(rows, peaks):
             f"| {hub} | {ms['keras_tfm']:.1f} | {ratio} | {torch_ms} "
             f"| {row['compile']['keras_tfm']:.1f} | {row['mfu']:.0%} |"
         )
-    ratios = [r for r in map(hub_over_tfm, rows) if r is not None]
+    ratios = hub_over_tfm_ratios(rows)
     if ratios:
         print(
             f"hub/tfm over {len(ratios)} cells: min {min(ratios):.2f}x, "
@@ -273,7 +278,7 @@ def print_table(rows, peaks):
 
 def print_targets(rows):
     """How many cells meet the speed targets."""
-    ratios = [r for r in map(hub_over_tfm, rows) if r is not None]
+    ratios = hub_over_tfm_ratios(rows)
     fast = sum(ratio >= TARGET_RATIO for ratio in ratios)
     print(f"target keras_tfm >= {TARGET_RATIO}x keras-hub: {fast} of "
           f"{len(ratios)} cells")  # fmt: skip
