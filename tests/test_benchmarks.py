@@ -45,6 +45,20 @@ def test_train_step_prints_every_cell_of_the_grid():
     assert final.rstrip().endswith("of 2 float32 cells")
 
 
+def test_projections_prints_both_ways_for_every_shape():
+    output = run_benchmark(
+        "benchmarks.projections",
+        *("--shapes", "16x8x2,32x8x2", "--dropouts", "0"),
+        *("--steps", "1", "--repeats", "1"),
+    )
+    rows = table_rows(output)
+    assert [row[:4] for row in rows] == [
+        ["16", "8", "2", "0.0"],
+        ["32", "8", "2", "0.0"],
+    ]
+    assert all(row[6].endswith("x") for row in rows)
+
+
 def test_decode_prints_every_row():
     output = run_benchmark(
         "benchmarks.decode",

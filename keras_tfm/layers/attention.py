@@ -102,12 +102,11 @@ def _fuses_projections():
 
     Keras runs PyTorch eagerly, where a step is bound by the cost of each
     call and kernel launch: one matmul instead of three trained BERT-small
-    (batch 32) 8% to 13% faster per step on an H100 and small models 3% to
-    8% faster on a CPU. On the CPU, XLA ran the joined matmul slower (3.6-3.8
-    ms per layer, forward and backward, against 3.4-3.5) and TensorFlow's
-    graph no faster (a small model's step 10.2 ms against 9.8, BERT-small's
-    level), so JAX and TensorFlow keep three. The weights stay three
-    variables either way.
+    (batch 32) 8% to 13% faster per step on an H100 and 0.99x to 1.09x as
+    fast on a CPU (`python -m benchmarks.projections`). On the CPU,
+    TensorFlow's joined step was 0.84x to 1.00x as fast and JAX's level
+    from width 128 up, so both keep three. The weights stay three variables
+    either way.
     """
     return keras.backend.backend() == "torch"
 
@@ -459,7 +458,7 @@ class MultiHeadSelfAttention(_MultiHeadAttention):
         )
         if self.use_bias:
             outputs = outputs + joined([layer.bias for layer in projections])
-        # Slices rather than `ops.split`, which cost ten times as much here.
+        # Slices: `ops.split` was the slower of the two in eager PyTorch.
         keys_end = self.num_heads + self.key_dense.kernel.shape[1]
         return (
             outputs[:, :, : self.num_heads],
