@@ -56,8 +56,8 @@ def generate(
     k=10,
     p=0.9,
     num_beams=4,
-    end_token_id=None,
-    pad_token_id=0,
+    end_token_id="auto",
+    pad_token_id="auto",
     seed=None,
     use_cache=True,
     torch_step="auto",
@@ -65,11 +65,11 @@ def generate(
     """Generates tokens after each prompt.
 
     Prompts of different lengths are batched together. Give them as a list of
-    token-id lists, or as one array padded with `pad_token_id` on the left,
-    on the right, or both: padding is removed and each prompt is continued
-    from its own last token, so a prompt gives the same output alone or in a
-    batch (for `"greedy"` and `"beam"`; random samplers draw differently per
-    batch).
+    token-id lists, which are taken as they are, or as one array padded with
+    `pad_token_id` on the left, on the right, or both: padding is removed
+    from an array and each prompt is continued from its own last token, so
+    a prompt gives the same output alone or in a batch (for `"greedy"` and
+    `"beam"`; random samplers draw differently per batch).
 
     Args:
         model: A `models.CausalLM` (prompts are token ids), a
@@ -88,13 +88,17 @@ def generate(
         k: Number of most likely tokens `"top_k"` samples from.
         p: Probability mass `"top_p"` samples from, in `(0, 1]`.
         num_beams: Beams of `"beam"` search.
-        end_token_id: Optional token that ends a sequence. It is kept in the
-            output and followed by `pad_token_id`; decoding stops once every
-            sequence has ended.
-        pad_token_id: The padding id of `prompt_tokens` and of the output.
-            `None` when the prompts are unpadded lists whose tokens are all
-            real, even id 0 (T5's decoder starts with its padding id); the
-            output is then padded with 0.
+        end_token_id: The token, or list of tokens, that ends a sequence.
+            It is kept in the output and followed by `pad_token_id`;
+            decoding stops once every sequence has ended. `"auto"` takes the
+            model's `special_token_ids["eos"]` (an imported checkpoint's),
+            else none; `None` for none.
+        pad_token_id: The padding id of an array of prompts, and of the
+            output. `"auto"` takes the model's `special_token_ids["pad"]`
+            (None for a checkpoint without one: nothing is removed), or 0
+            for a model that records none. `None` removes nothing (T5's
+            decoder starts with its padding id); the output is then padded
+            with 0. Lists of prompts are never stripped.
         seed: Optional int that makes `"top_k"` and `"top_p"` reproducible.
         use_cache: `False` runs the whole model at every step (for
             comparison; the output is the same, only slower).
@@ -128,6 +132,9 @@ def generate(
     check_positive_int("max_new_tokens", max_new_tokens)
     _check_sampling(sampler, temperature, k, p, num_beams)
     torch_step = _check_torch_step(torch_step)
+    pad_token_id, end_token_ids = _special_ids(
+        model, prompt_tokens, pad_token_id, end_token_id
+    )
     rows, lengths, encoder_inputs = _prepare_prompts(
         model, prompt_tokens, max_new_tokens, pad_token_id
     )
@@ -140,7 +147,7 @@ def generate(
         "k": k,
         "p": p,
         "num_beams": num_beams,
-        "end_token_id": end_token_id,
+        "end_token_ids": end_token_ids,
     }
     # Beam search keeps exact per-prompt results only when the batch's
     # prompts start generating at the same position, so it runs one group
@@ -168,7 +175,7 @@ def generate(
         for position, row in enumerate(group):
             start = lengths[row]
             outputs[row] = tokens[position, start : start + max_new_tokens]
-    return _pad_after_end(outputs, end_token_id, pad_token_id)
+    return _pad_after_end(outputs, end_token_ids, pad_token_id)
 
 
 def stream(
@@ -179,8 +186,8 @@ def stream(
     temperature=1.0,
     k=10,
     p=0.9,
-    end_token_id=None,
-    pad_token_id=0,
+    end_token_id="auto",
+    pad_token_id="auto",
     seed=None,
     torch_step="auto",
 ):
@@ -204,7 +211,7 @@ def stream(
         temperature: As for `generate`.
         k: As for `generate`.
         p: As for `generate`.
-        end_token_id: Optional token that ends a sequence; a row that has
+        end_token_id: As for `generate`; a row that has
             ended yields `pad_token_id`, and the stream stops once every
             row has ended.
         pad_token_id: As for `generate`.
@@ -242,6 +249,9 @@ def stream(
             "`call_with_cache` (see `keras_tfm.generation`); "
             f"{type(model).__name__} has neither."
         )
+    pad_token_id, end_token_ids = _special_ids(
+        model, prompt_tokens, pad_token_id, end_token_id
+    )
     rows, lengths, encoder_inputs = _prepare_prompts(
         model, prompt_tokens, max_new_tokens, pad_token_id
     )
@@ -252,13 +262,13 @@ def stream(
     step = _step_function(model, torch_step, _model_cache(model))
     return _stream_steps(
         model, step, sampler, rows, lengths, encoder_inputs,
-        max_new_tokens, end_token_id, pad_token_id,
+        max_new_tokens, end_token_ids, pad_token_id,
     )  # fmt: skip
 
 
 def _stream_steps(
     model, step, sampler, rows, lengths, encoder_inputs, max_new_tokens,
-    end_token_id, pad_token_id,
+    end_token_ids, pad_token_id,
 ):  # fmt: skip
     """The generator behind `stream`.
 
@@ -288,8 +298,8 @@ def _stream_steps(
             new_tokens = tokens[np.arange(batch_size), lengths + new_index]
             new_tokens = np.where(ended, pad_token_id, new_tokens)
             yield new_tokens
-            if end_token_id is not None:
-                ended |= new_tokens == end_token_id
+            if end_token_ids is not None:
+                ended |= np.isin(new_tokens, end_token_ids)
                 if ended.all():
                     return
 
@@ -350,11 +360,32 @@ def _run_loop(model, sampler, inputs, seed, options):
     return np.asarray(loop.predict_on_batch(inputs))
 
 
-def _pad_after_end(outputs, end_token_id, pad_token_id):
+def _special_ids(model, prompt_tokens, pad_token_id, end_token_id):
+    """`(pad_token_id, end_token_ids)` with `"auto"` resolved from the
+    model's `special_token_ids`: the padding id to strip from prompts (None
+    for lists, which are never stripped) and a tuple of end ids or None."""
+    known = getattr(model, "special_token_ids", {})
+    if pad_token_id == "auto":
+        pad_token_id = known.get("pad", 0)
+    prompts = prompt_tokens
+    if isinstance(prompts, dict):
+        prompts = prompts.get("decoder_tokens")
+    if isinstance(prompts, (list, tuple)):
+        pad_token_id = None
+    if end_token_id == "auto":
+        end_token_id = known.get("eos")
+    if end_token_id is None or isinstance(end_token_id, (list, tuple)):
+        end_token_ids = tuple(end_token_id) if end_token_id else None
+    else:
+        end_token_ids = (end_token_id,)
+    return pad_token_id, end_token_ids
+
+
+def _pad_after_end(outputs, end_token_ids, pad_token_id):
     """Replaces every token after a row's first end token with padding."""
-    if end_token_id is None:
+    if end_token_ids is None:
         return outputs
-    is_end = outputs == end_token_id
+    is_end = np.isin(outputs, end_token_ids)
     after_end = np.cumsum(is_end, axis=1) - is_end > 0
     return np.where(after_end, pad_token_id, outputs)
 
@@ -450,7 +481,7 @@ class _GenerationLoop(keras.Model):
     constants.
     """
 
-    def __init__(self, model, use_cache, sampler, end_token_id, step):
+    def __init__(self, model, use_cache, sampler, end_token_ids, step):
         super().__init__(name="generation_loop")
         self.wrapped_model = model
         self.use_cache = use_cache
@@ -459,7 +490,7 @@ class _GenerationLoop(keras.Model):
         self.sampler = sampler
         # Tracked, so that the random state advances between calls.
         self.seed_generator = getattr(sampler, "seed_generator", None)
-        self.end_token_id = end_token_id
+        self.end_token_ids = end_token_ids
         self.built = True
 
     def reseed(self, seed):
@@ -489,9 +520,7 @@ class _GenerationLoop(keras.Model):
             cache=cache,
             index=ops.min(prompt_lengths),
             mask=prompt_mask,
-            stop_token_ids=(
-                None if self.end_token_id is None else (self.end_token_id,)
-            ),
+            stop_token_ids=self.end_token_ids,
             model=self,
         )
 
@@ -552,7 +581,7 @@ def _generation_loop(model, sampler, **options):
                 options["p"],
                 options["num_beams"],
             ),
-            options["end_token_id"],
+            options["end_token_ids"],
             _step_function(model, options["torch_step"], loops),
         )
         # XLA on TensorFlow and JAX; torch.compile would recompile as the

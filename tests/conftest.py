@@ -52,10 +52,10 @@ def random_inputs(*shape, seed=0):
 def attention_path(request, monkeypatch):
     """Runs a test through `ops.dot_product_attention` and through the
     explicit formula, whichever this machine would pick by default."""
-    from keras_tfm.layers import attention
+    from keras_tfm.layers import kernels
 
     monkeypatch.setattr(
-        attention,
+        kernels,
         "explicit_attention_is_faster",
         lambda query, key: request.param == "explicit",
     )

@@ -60,10 +60,10 @@ def test_attention_mask_combines_with_padding(attention_path):
 
 
 def test_scores_path_equals_fused_path_and_formula(monkeypatch):
-    from keras_tfm.layers import attention
+    from keras_tfm.layers import kernels
 
     monkeypatch.setattr(
-        attention, "explicit_attention_is_faster", lambda query, key: False
+        kernels, "explicit_attention_is_faster", lambda query, key: False
     )
     x = random_inputs(BATCH, LENGTH, WIDTH)
     layer = MultiHeadSelfAttention(3, causal=True)
@@ -147,73 +147,14 @@ def test_path_choice_works_when_first_made_inside_a_compiled_step():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch", reason="PyTorch's CPU rule"
-)
-def test_torch_cpu_takes_the_explicit_path_for_short_bfloat16_keys():
-    import torch
-
-    from keras_tfm.layers.attention import explicit_attention_is_faster
-
-    if torch.cuda.is_available():
-        pytest.skip("the rule is for PyTorch's CPU kernel")
-    short = keras.ops.zeros((2, 128, 2, 8), "bfloat16")
-    long = keras.ops.zeros((2, 256, 2, 8), "bfloat16")
-    assert explicit_attention_is_faster(short, short)
-    assert explicit_attention_is_faster(short[:, :1], short)  # one query
-    assert not explicit_attention_is_faster(long, long)
-    as_float32 = keras.ops.cast(short, "float32")
-    assert not explicit_attention_is_faster(as_float32, as_float32)
-
-
-@pytest.mark.parametrize(
-    "options", [{}, {"num_kv_heads": 1}, {"use_bias": False}], ids=str
-)
-def test_joined_projections_equal_the_three_layers(monkeypatch, options):
-    from keras_tfm.layers import attention
-
-    x = random_inputs(BATCH, LENGTH, WIDTH)
-    layer = MultiHeadSelfAttention(2, **options)
-    layer.build(x.shape)
-    outputs = {}
-    for joined in (True, False):
-        monkeypatch.setattr(
-            attention, "_fuses_projections", lambda joined=joined: joined
-        )
-        outputs[joined] = [to_numpy(part) for part in layer._project(x)]
-    for got, want in zip(outputs[True], outputs[False], strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-6)
-
-
-def test_projections_with_lora_go_through_their_layers(monkeypatch):
-    from keras_tfm.layers import attention
-
-    monkeypatch.setattr(attention, "_fuses_projections", lambda: True)
-    x = random_inputs(BATCH, LENGTH, WIDTH)
-    layer = MultiHeadSelfAttention(2)
-    layer.build(x.shape)
-    layer.query_dense.enable_lora(2)
-    calls = []
-    monkeypatch.setattr(
-        type(layer.query_dense),
-        "call",
-        lambda self, inputs, training=None: (
-            calls.append(self.name)
-            or keras.ops.einsum(self.equation, inputs, self.kernel)
-        ),
-    )
-    layer._project(x)
-    assert calls == ["query", "key", "value"]
-
-
 def test_causal_block_reaches_the_fused_is_causal_path(monkeypatch):
     # keras #23277, keras-hub #2046: fused kernels bypassed by an explicit
     # causal mask or by attention dropout.
     from keras_tfm import DecoderBlock
-    from keras_tfm.layers import attention
+    from keras_tfm.layers import kernels
 
     monkeypatch.setattr(
-        attention, "explicit_attention_is_faster", lambda query, key: False
+        kernels, "explicit_attention_is_faster", lambda query, key: False
     )
     calls = []
     original = keras.ops.dot_product_attention

@@ -34,7 +34,7 @@ X = np.zeros((2, 5, 12), "float32")
         (lambda: MultiHeadSelfAttention(2, key_dim=-1), "key_dim=-1"),
         (lambda: FeedForward(8, activation="tanh"), "activation='tanh'"),
         (lambda: FeedForward(0), "hidden_dim=0"),
-        (lambda: EncoderBlock(2, 8, norm="batch"), "norm='batch'"),
+        (lambda: EncoderBlock(2, 8, norm="batch"), "norm['type']='batch'"),
         (lambda: EncoderBlock(2, 8, activation="elu"), "activation='elu'"),
         (lambda: DecoderBlock(2, "8"), "ff_dim='8'"),
         (

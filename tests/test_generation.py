@@ -30,8 +30,8 @@ def decode_in_chunks(layer, x, chunks, **call_options):
     cache = layer.initial_cache(x.shape[0], x.shape[1])
     outputs, start = [], 0
     for end in chunks:
-        output, cache = layer(
-            x[:, start:end], cache=cache, cache_index=start, **call_options
+        output, cache = layer.call_with_cache(
+            x[:, start:end], cache, start, **call_options
         )
         outputs.append(to_numpy(output))
         start = end
@@ -74,7 +74,7 @@ def test_a_cache_of_the_wrong_shape_is_rejected():
         layer.initial_cache(2, 8)
     layer(x)
     with pytest.raises(ValueError, match="`cache` must have shape"):
-        layer(x, cache=np.zeros((2, 2, 8, 3, 4), "float32"))
+        layer.call_with_cache(x, np.zeros((2, 2, 8, 3, 4), "float32"), 0)
 
 
 def seeded_model(builder, **config):
@@ -216,7 +216,10 @@ def test_seq2seq_cached_decoding_equals_uncached(translator):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"prompt_tokens": [[5], [0, 0]]}, "`prompt_tokens` row 1 is empty"),
+        (
+            {"prompt_tokens": np.array([[5, 0], [0, 0]])},
+            "`prompt_tokens` row 1 is empty",
+        ),
         ({"prompt_tokens": []}, "`prompt_tokens` is empty"),
         ({"prompt_tokens": [[0.5, 2.0]]}, "integer token ids"),
         ({"max_new_tokens": 0}, "`max_new_tokens`"),
@@ -233,6 +236,31 @@ def test_bad_arguments_raise_a_clear_error(language_model, arguments, message):
     call = {"prompt_tokens": PROMPTS, "max_new_tokens": 4, **arguments}
     with pytest.raises(ValueError, match=message):
         generation.generate(language_model, **call)
+
+
+def test_lists_are_never_stripped_and_arrays_use_the_models_padding_id(
+    language_model,
+):
+    # Id 0 is a real token in GPT-2 and Llama 3: a list keeps it.
+    as_list = generation.generate(language_model, [[0, 5, 0]], 4)
+    as_array = generation.generate(
+        language_model, np.array([[0, 5, 0]]), 4, pad_token_id=None
+    )
+    np.testing.assert_array_equal(as_list, as_array)
+    stripped = generation.generate(language_model, np.array([[0, 5, 0]]), 4)
+    np.testing.assert_array_equal(
+        stripped, generation.generate(language_model, [[5]], 4)
+    )
+    # A model that records a checkpoint without a padding id strips nothing,
+    # and stops at its own end token by default.
+    end = int(as_list[0, 1])
+    language_model.special_token_ids = {"pad": None, "eos": [end]}
+    try:
+        recorded = generation.generate(language_model, np.array([[0, 5, 0]]), 4)
+    finally:
+        language_model.special_token_ids = {}
+    np.testing.assert_array_equal(recorded[0, :2], as_list[0, :2])
+    assert (recorded[0, 2:] == 0).all()
 
 
 def test_a_model_saved_after_generating_holds_only_its_own_weights(
@@ -287,10 +315,10 @@ class UserTranslator(keras.Model):
 
     def call_with_cache(self, tokens, cache, cache_index):
         x = self.target_embedding(tokens, start_index=cache_index)
-        x, self_cache = self.decoder(
+        x, self_cache = self.decoder.call_with_cache(
             x,
-            cache=cache["self"],
-            cache_index=cache_index,
+            cache["self"],
+            cache_index,
             cross_attention_cache=cache["cross"],
             context_padding_mask=cache["source_mask"],
         )

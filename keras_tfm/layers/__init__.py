@@ -1,22 +1,24 @@
 """The building blocks, one concept per module."""
 
-from keras_tfm.layers.attention import (
-    MultiHeadCrossAttention,
-    MultiHeadSelfAttention,
-)
-from keras_tfm.layers.blocks import DecoderBlock, EncoderBlock
+from keras_tfm.layers.attention import MultiHeadSelfAttention
+from keras_tfm.layers.blocks import DecoderBlock, DecoderResult, EncoderBlock
+from keras_tfm.layers.cross_attention import MultiHeadCrossAttention
 from keras_tfm.layers.feed_forward import FeedForward
+from keras_tfm.layers.multi_head import AttentionResult, CachedResult
 from keras_tfm.layers.pooling import FirstTokenPooling
 from keras_tfm.layers.positional import (
     PositionalEmbedding,
     RelativePositionBias,
-    RotaryEmbedding,
     SinusoidalEncoding,
 )
+from keras_tfm.layers.rotary import RotaryEmbedding
 from keras_tfm.layers.vision import PatchEmbedding
 
 __all__ = [
+    "AttentionResult",
+    "CachedResult",
     "DecoderBlock",
+    "DecoderResult",
     "EncoderBlock",
     "FeedForward",
     "FirstTokenPooling",

@@ -1,25 +1,20 @@
 """Transformer encoder and decoder blocks."""
 
+import collections
+
 import keras
 
-from keras_tfm.layers.attention import (
+from keras_tfm.layers.attention import MultiHeadSelfAttention
+from keras_tfm.layers.cross_attention import (
     MultiHeadCrossAttention,
-    MultiHeadSelfAttention,
-    split_attention_result,
+    cross_attention_options,
 )
-from keras_tfm.layers.feed_forward import ACTIVATIONS, FeedForward
+from keras_tfm.layers.feed_forward import FeedForward
 from keras_tfm.layers.masks import get_keras_mask
-from keras_tfm.layers.validation import (
-    check_choice,
-    check_positive_int,
-    check_rank,
-    check_rate,
-)
-
-NORM_LAYERS = {
-    "layer": keras.layers.LayerNormalization,
-    "rms": keras.layers.RMSNormalization,
-}
+from keras_tfm.layers.multi_head import AttentionResult, CachedResult
+from keras_tfm.layers.normalization import normalization
+from keras_tfm.layers.options import LEGACY_POSITIONAL, block_options
+from keras_tfm.layers.validation import check_rank, check_rate
 
 
 class _TransformerBlock(keras.layers.Layer):
@@ -27,55 +22,43 @@ class _TransformerBlock(keras.layers.Layer):
 
     def __init__(
         self,
-        num_heads,
-        ff_dim,
+        num_heads=None,
+        ff_dim=None,
         dropout=0.1,
-        activation="relu",
-        norm_first=False,
-        norm="layer",
-        layer_norm_epsilon=1e-5,
-        rotary=False,
-        num_kv_heads=None,
-        use_bias=True,
-        rotary_max_wavelength=10000,
-        key_dim=None,
-        attention_scale=None,
+        *legacy_arguments,
+        attention=None,
+        feed_forward=None,
+        norm=None,
         **kwargs,
     ):
+        # 0.1's blocks took every option by position too.
+        kwargs.update(zip(LEGACY_POSITIONAL, legacy_arguments, strict=False))
+        norm = kwargs.pop("norm", norm)
+        options = block_options(
+            kwargs,
+            num_heads=num_heads,
+            ff_dim=ff_dim,
+            attention=attention,
+            feed_forward=feed_forward,
+            norm=norm,
+        )
         super().__init__(**kwargs)
-        check_positive_int("num_heads", num_heads)
-        check_positive_int("ff_dim", ff_dim)
         check_rate("dropout", dropout)
-        check_choice("activation", activation, ACTIVATIONS)
-        check_choice("norm", norm, tuple(NORM_LAYERS))
-        if num_kv_heads is not None:
-            check_positive_int("num_kv_heads", num_kv_heads)
-        self.num_heads = num_heads
-        self.ff_dim = ff_dim
         self.dropout = dropout
-        self.activation = activation
-        self.norm_first = norm_first
-        self.norm = norm
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.rotary = rotary
-        self.num_kv_heads = num_kv_heads
-        self.use_bias = use_bias
-        self.rotary_max_wavelength = rotary_max_wavelength
-        self.key_dim = key_dim
-        self.attention_scale = attention_scale
+        self.attention_options = options["attention"]
+        self.feed_forward_options = options["feed_forward"]
+        self.norm_options = options["norm"]
         self.supports_masking = True
+
+    @property
+    def norm_first(self):
+        return self.norm_options["placement"] == "pre"
 
     def _build_self_attention(self, x_shape, causal):
         self.self_attention = MultiHeadSelfAttention(
-            self.num_heads,
-            key_dim=self.key_dim,
-            num_kv_heads=self.num_kv_heads,
-            dropout=self.dropout,
-            use_bias=self.use_bias,
-            attention_scale=self.attention_scale,
+            **self.attention_options,
             causal=causal,
-            rotary=self.rotary,
-            rotary_max_wavelength=self.rotary_max_wavelength,
+            dropout=self.dropout,
             name="self_attention",
             dtype=self.dtype_policy,
         )
@@ -86,10 +69,8 @@ class _TransformerBlock(keras.layers.Layer):
 
     def _build_feed_forward(self, x_shape):
         self.feed_forward = FeedForward(
-            self.ff_dim,
-            activation=self.activation,
+            **self.feed_forward_options,
             dropout=self.dropout,
-            use_bias=self.use_bias,
             name="feed_forward",
             dtype=self.dtype_policy,
         )
@@ -97,9 +78,7 @@ class _TransformerBlock(keras.layers.Layer):
         self.feed_forward_norm = self._norm_layer("feed_forward_norm", x_shape)
 
     def _norm_layer(self, name, x_shape):
-        layer = NORM_LAYERS[self.norm](
-            epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
-        )
+        layer = normalization(self.norm_options, name, self.dtype_policy)
         layer.build(x_shape)
         return layer
 
@@ -110,45 +89,7 @@ class _TransformerBlock(keras.layers.Layer):
         """`x + outputs` (pre-norm) or `norm(x + outputs)` (post-norm)."""
         return x + outputs if self.norm_first else norm(x + outputs)
 
-    def _self_attention_residual(
-        self,
-        x,
-        *,
-        padding_mask,
-        attention_mask,
-        return_attention_scores,
-        training,
-        attention_bias=None,
-        cache=None,
-        cache_index=0,
-    ):
-        """The self-attention sublayer with its residual.
-
-        Without `padding_mask` or a cache, the Keras mask of the block's
-        input is used. Returns `(x, scores, cache)`: `scores` is None unless
-        asked for, `cache` the updated cache or None without one.
-        """
-        if padding_mask is None and cache is None:
-            padding_mask = get_keras_mask(x)
-        result = self.self_attention(
-            self._sublayer_input(x, self.self_attention_norm),
-            padding_mask=padding_mask,
-            attention_mask=attention_mask,
-            attention_bias=attention_bias,
-            cache=cache,
-            cache_index=cache_index,
-            return_attention_scores=return_attention_scores,
-            training=training,
-        )
-        outputs, scores, cache = split_attention_result(
-            result,
-            has_scores=return_attention_scores,
-            has_cache=cache is not None,
-        )
-        x = self._add_residual(x, outputs, self.self_attention_norm)
-        return x, scores, cache
-
-    def _feed_forward_residual(self, x, training):
+    def _feed_forward_residual(self, x, training=None):
         outputs = self.feed_forward(
             self._sublayer_input(x, self.feed_forward_norm), training=training
         )
@@ -157,19 +98,12 @@ class _TransformerBlock(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
-            "num_heads": self.num_heads,
-            "ff_dim": self.ff_dim,
+            "num_heads": self.attention_options["num_heads"],
+            "ff_dim": self.feed_forward_options["hidden_dim"],
             "dropout": self.dropout,
-            "activation": self.activation,
-            "norm_first": self.norm_first,
-            "norm": self.norm,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "rotary": self.rotary,
-            "num_kv_heads": self.num_kv_heads,
-            "use_bias": self.use_bias,
-            "rotary_max_wavelength": self.rotary_max_wavelength,
-            "key_dim": self.key_dim,
-            "attention_scale": self.attention_scale,
+            "attention": self.attention_options,
+            "feed_forward": self.feed_forward_options,
+            "norm": self.norm_options,
         }
 
 
@@ -179,34 +113,29 @@ class EncoderBlock(_TransformerBlock):
 
     Each sublayer is wrapped in a residual connection and a normalization,
     after the sum (post-norm, as in the paper) or before the sublayer
-    (`norm_first=True`). The width is read from the input.
+    (`norm={"placement": "pre"}`). The width is read from the input.
 
     Masks: a Keras mask on `x` (from a `mask_zero=True` embedding) or an
     explicit `padding_mask` hides padding tokens from attention, and the Keras
     mask is passed on to the output, so stacked blocks need no extra wiring.
+
+    Options come in one dict per concept, passed unchanged to the layer that
+    uses them (see `keras_tfm.layers.options`); the flat arguments of
+    keras_tfm 0.1 (`activation=`, `norm_first=`, `rotary=`, ...) still work.
 
     Args:
         num_heads: Number of attention heads; must divide the input width.
         ff_dim: Hidden width of the feed-forward network.
         dropout: Dropout rate on the output of each sublayer before it is
             added to the residual stream (the paper's residual dropout).
-        activation: Feed-forward activation: `"relu"`, `"gelu"`,
-            `"gelu_tanh"`, `"swiglu"` or `"geglu_tanh"`.
-        norm_first: `False` (the paper's post-norm, `norm(x + f(x))`) or
-            `True` (pre-norm, `x + f(norm(x))`, steadier for deep stacks).
-        norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
-        layer_norm_epsilon: Epsilon of the normalization layers.
-        rotary: Whether self-attention applies rotary position embeddings.
-        num_kv_heads: Key/value heads of self-attention, for grouped-query
-            attention. Defaults to `num_heads`.
-        use_bias: Whether the attention and feed-forward projections have
-            biases.
-        rotary_max_wavelength: Longest wavelength of the rotary embeddings
-            (Hugging Face's `rope_theta`).
-        key_dim: Size of each attention head; defaults to
-            `width // num_heads`.
-        attention_scale: Multiplies the query-key logits; defaults to
-            `1 / sqrt(key_dim)` (T5 uses 1).
+        attention: Dict of `MultiHeadSelfAttention` arguments
+            (`num_kv_heads`, `key_dim`, `use_bias`, `attention_scale`,
+            `rotary`, ...).
+        feed_forward: Dict of `FeedForward` arguments (`activation`:
+            `"relu"`, `"gelu"`, `"gelu_tanh"`, `"swiglu"`, `"geglu_tanh"`;
+            `use_bias`).
+        norm: `"layer"`, `"rms"`, or a dict with `"type"`, `"epsilon"` and
+            `"placement"` (`"post"`, the default, or `"pre"`).
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -223,7 +152,7 @@ class EncoderBlock(_TransformerBlock):
 
     Returns:
         A tensor with the shape of `x`; with `return_attention_scores=True`,
-        the tuple `(outputs, scores)` with scores of shape
+        an `AttentionResult(outputs, scores)` with scores of shape
         `(batch, num_heads, seq, seq)`.
 
     Example:
@@ -235,7 +164,10 @@ class EncoderBlock(_TransformerBlock):
 
     tokens = keras.Input(shape=(None,), dtype="int32")
     x = PositionalEmbedding(100, 32, 16, mask_zero=True)(tokens)
-    x = EncoderBlock(num_heads=2, ff_dim=32)(x)
+    x = EncoderBlock(
+        num_heads=2, ff_dim=32, feed_forward={"activation": "gelu"},
+        norm={"type": "rms", "placement": "pre"},
+    )(x)
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(tokens, keras.layers.Dense(2)(x))
     logits = model(np.array([[4, 9, 2, 0], [7, 3, 0, 0]]))  # (2, 2)
@@ -261,16 +193,31 @@ class EncoderBlock(_TransformerBlock):
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
-        x, scores, _ = self._self_attention_residual(
-            x,
+        if padding_mask is None:
+            padding_mask = get_keras_mask(x)
+        result = self.self_attention(
+            self._sublayer_input(x, self.self_attention_norm),
             padding_mask=padding_mask,
             attention_mask=attention_mask,
             attention_bias=attention_bias,
             return_attention_scores=return_attention_scores,
             training=training,
         )
+        outputs = result.outputs if return_attention_scores else result
+        x = self._add_residual(x, outputs, self.self_attention_norm)
         x = self._feed_forward_residual(x, training)
-        return (x, scores) if return_attention_scores else x
+        if return_attention_scores:
+            return AttentionResult(x, result.scores)
+        return x
+
+
+DecoderResult = collections.namedtuple(
+    "DecoderResult",
+    ["outputs", "self_attention_scores", "cross_attention_scores"],
+)
+DecoderResult.__doc__ = """A decoder block's output and attention weights,
+from a call with `return_attention_scores=True`; `cross_attention_scores`
+is None for a block without cross-attention."""
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -278,13 +225,13 @@ class DecoderBlock(_TransformerBlock):
     """Transformer decoder block: self-, cross-attention and feed-forward.
 
     Causal self-attention, cross-attention on the encoder output, and the
-    feed-forward network.
-
-    Self-attention is always causal: position `t` sees positions `<= t` only.
-    With `cross_attention=True` (the paper's decoder) the block also attends
-    to `context`, which must then be given; with `cross_attention=False` it is
-    a decoder-only (GPT-style) block. Residuals and normalization as in
-    `EncoderBlock`.
+    feed-forward network. Self-attention is always causal: position `t`
+    sees positions `<= t` only. With `cross_attention=True` (the paper's
+    decoder) the block also attends to `context`, which must then be given;
+    with `cross_attention=False` it is a decoder-only (GPT-style) block.
+    Residuals, normalization and options as in `EncoderBlock`; the
+    cross-attention takes the `attention` options that are not about one
+    sequence alone (not `num_kv_heads` or `rotary`).
 
     Masks: a Keras mask on `x` or `padding_mask` hides padding tokens of the
     target; a Keras mask on `context` or `context_padding_mask` hides padding
@@ -297,23 +244,10 @@ class DecoderBlock(_TransformerBlock):
         ff_dim: Hidden width of the feed-forward network.
         dropout: Dropout rate on the output of each sublayer before it is
             added to the residual stream (the paper's residual dropout).
-        activation: Feed-forward activation: `"relu"`, `"gelu"`,
-            `"gelu_tanh"`, `"swiglu"` or `"geglu_tanh"`.
-        norm_first: `False` (the paper's post-norm, `norm(x + f(x))`) or
-            `True` (pre-norm, `x + f(norm(x))`, steadier for deep stacks).
-        norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
-        layer_norm_epsilon: Epsilon of the normalization layers.
-        rotary: Whether self-attention applies rotary position embeddings.
-        num_kv_heads: Key/value heads of self-attention, for grouped-query
-            attention. Defaults to `num_heads`.
-        use_bias: Whether the attention and feed-forward projections have
-            biases.
-        rotary_max_wavelength: Longest wavelength of the rotary embeddings
-            (Hugging Face's `rope_theta`).
-        key_dim: Size of each attention head; defaults to
-            `width // num_heads`.
-        attention_scale: Multiplies the query-key logits; defaults to
-            `1 / sqrt(key_dim)` (T5 uses 1).
+        attention: Dict of `MultiHeadSelfAttention` arguments.
+        feed_forward: Dict of `FeedForward` arguments.
+        norm: `"layer"`, `"rms"`, or a dict with `"type"`, `"epsilon"` and
+            `"placement"`.
         cross_attention: Whether the block attends to `context`.
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
@@ -328,26 +262,23 @@ class DecoderBlock(_TransformerBlock):
             combined with the causal mask.
         attention_bias: Optional float tensor added to the self-attention
             logits, broadcastable to `(batch, num_heads, seq, key_length)`.
-        cache: Optional self-attention key/value cache from
-            `initial_cache()`, for incremental decoding: `x` holds the
-            positions from `cache_index` on, and the updated cache is
-            returned last. See `MultiHeadSelfAttention`.
-        cache_index: Position of the first element of `x`, with `cache`.
-        cross_attention_cache: Optional result of
-            `compute_cross_attention_cache(context)`, used instead of
-            `context` so that decoding steps do not project the encoder
-            output again.
         return_attention_scores: Whether to also return the attention
             weights.
         training: Whether dropout is active.
 
     Returns:
         A tensor with the shape of `x`. With `return_attention_scores=True`,
-        the tuple `(outputs, self_attention_scores, cross_attention_scores)`,
-        of shapes `(batch, num_heads, seq, seq)` and
-        `(batch, num_heads, seq, context_seq)`; a block without
-        cross-attention returns `(outputs, self_attention_scores)`. With a
-        `cache`, the updated cache is appended to the result.
+        a `DecoderResult(outputs, self_attention_scores,
+        cross_attention_scores)`, of shapes `(batch, num_heads, seq, seq)`
+        and `(batch, num_heads, seq, context_seq)` (None without
+        cross-attention). Incremental decoding has its own method,
+        `call_with_cache`.
+
+    Attributes:
+        self_attention: The `MultiHeadSelfAttention`.
+        cross_attention_layer: The `MultiHeadCrossAttention`, or None.
+        feed_forward: The `FeedForward`.
+        has_cross_attention: Whether the block attends to a context.
 
     Example:
 
@@ -358,13 +289,16 @@ class DecoderBlock(_TransformerBlock):
     target = np.random.rand(2, 5, 16).astype("float32")
     encoded = np.random.rand(2, 7, 16).astype("float32")
     outputs = DecoderBlock(num_heads=2, ff_dim=32)(target, encoded)
-    gpt_block = DecoderBlock(num_heads=2, ff_dim=32, cross_attention=False)
+    gpt_block = DecoderBlock(
+        num_heads=2, ff_dim=32, cross_attention=False,
+        attention={"num_kv_heads": 1, "rotary": True},
+    )
     outputs = gpt_block(target)  # (2, 5, 16)
 
     # Incremental decoding: positions 0-3 at once, then position 4.
     cache = gpt_block.initial_cache(batch_size=2, max_length=5)
-    _, cache = gpt_block(target[:, :4], cache=cache, cache_index=0)
-    last, cache = gpt_block(target[:, 4:], cache=cache, cache_index=4)
+    _, cache = gpt_block.call_with_cache(target[:, :4], cache, 0)
+    last, cache = gpt_block.call_with_cache(target[:, 4:], cache, 4)
     ```
 
     References:
@@ -373,52 +307,30 @@ class DecoderBlock(_TransformerBlock):
 
     def __init__(
         self,
-        num_heads,
-        ff_dim,
+        num_heads=None,
+        ff_dim=None,
         dropout=0.1,
-        activation="relu",
-        norm_first=False,
-        norm="layer",
-        layer_norm_epsilon=1e-5,
-        rotary=False,
-        num_kv_heads=None,
-        use_bias=True,
-        rotary_max_wavelength=10000,
-        key_dim=None,
-        attention_scale=None,
+        *legacy_arguments,
         cross_attention=True,
         **kwargs,
     ):
+        if len(legacy_arguments) > len(LEGACY_POSITIONAL):  # 0.1's order
+            *legacy_arguments, cross_attention = legacy_arguments
         super().__init__(
-            num_heads,
-            ff_dim,
-            dropout=dropout,
-            activation=activation,
-            norm_first=norm_first,
-            norm=norm,
-            layer_norm_epsilon=layer_norm_epsilon,
-            rotary=rotary,
-            num_kv_heads=num_kv_heads,
-            use_bias=use_bias,
-            rotary_max_wavelength=rotary_max_wavelength,
-            key_dim=key_dim,
-            attention_scale=attention_scale,
-            **kwargs,
+            num_heads, ff_dim, dropout, *legacy_arguments, **kwargs
         )
-        self.cross_attention = cross_attention
+        self.has_cross_attention = cross_attention
+        self.cross_attention_layer = None
 
     def build(self, x_shape, context_shape=None):
         check_rank("x", x_shape, 3, "(batch, seq, width)")
         self._check_context(context_shape)
         self._build_self_attention(x_shape, causal=True)
-        if self.cross_attention:
+        if self.has_cross_attention:
             check_rank("context", context_shape, 3, "(batch, seq, width)")
             self.cross_attention_layer = MultiHeadCrossAttention(
-                self.num_heads,
-                key_dim=self.key_dim,
+                **cross_attention_options(self.attention_options),
                 dropout=self.dropout,
-                use_bias=self.use_bias,
-                attention_scale=self.attention_scale,
                 name="cross_attention",
                 dtype=self.dtype_policy,
             )
@@ -429,7 +341,7 @@ class DecoderBlock(_TransformerBlock):
         self._build_feed_forward(x_shape)
 
     def _check_context(self, context, cross_attention_cache=None):
-        if self.cross_attention and context is None:
+        if self.has_cross_attention and context is None:
             if cross_attention_cache is not None:
                 return
             raise ValueError(
@@ -438,7 +350,7 @@ class DecoderBlock(_TransformerBlock):
                 "Build it with `cross_attention=False` for a decoder-only "
                 "block."
             )
-        if not self.cross_attention and (
+        if not self.has_cross_attention and (
             context is not None or cross_attention_cache is not None
         ):
             raise ValueError(
@@ -456,44 +368,96 @@ class DecoderBlock(_TransformerBlock):
         context_padding_mask=None,
         attention_mask=None,
         attention_bias=None,
-        cache=None,
-        cache_index=0,
-        cross_attention_cache=None,
         return_attention_scores=False,
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
-        self._check_context(context, cross_attention_cache)
-        x, self_scores, cache = self._self_attention_residual(
-            x,
+        self._check_context(context)
+        if padding_mask is None:
+            padding_mask = get_keras_mask(x)
+        result = self.self_attention(
+            self._sublayer_input(x, self.self_attention_norm),
             padding_mask=padding_mask,
             attention_mask=attention_mask,
             attention_bias=attention_bias,
             return_attention_scores=return_attention_scores,
             training=training,
-            cache=cache,
-            cache_index=cache_index,
         )
-        scores = (self_scores,)
-        if self.cross_attention:
-            result = self.cross_attention_layer(
-                self._sublayer_input(x, self.cross_attention_norm),
-                context,
-                context_padding_mask=context_padding_mask,
-                cache=cross_attention_cache,
-                return_attention_scores=return_attention_scores,
-                training=training,
-            )
-            outputs, cross_scores, _ = split_attention_result(
-                result, has_scores=return_attention_scores, has_cache=False
-            )
-            x = self._add_residual(x, outputs, self.cross_attention_norm)
-            scores += (cross_scores,)
+        outputs = result.outputs if return_attention_scores else result
+        x = self._add_residual(x, outputs, self.self_attention_norm)
+        x, cross_scores = self._cross_attention_residual(
+            x, context, None, context_padding_mask, return_attention_scores,
+            training,
+        )  # fmt: skip
         x = self._feed_forward_residual(x, training)
-        result = (x, *scores) if return_attention_scores else (x,)
-        if cache is not None:
-            result += (cache,)
-        return result if len(result) > 1 else x
+        if return_attention_scores:
+            return DecoderResult(x, result.scores, cross_scores)
+        return x
+
+    def call_with_cache(
+        self,
+        x,
+        cache,
+        cache_index,
+        context=None,
+        cross_attention_cache=None,
+        context_padding_mask=None,
+        attention_mask=None,
+        attention_bias=None,
+    ):
+        """The block for the positions of `x`, with a key/value cache.
+
+        See `MultiHeadSelfAttention.call_with_cache`; masks and biases refer
+        to the cache's `max_length` keys. Dropout is off.
+
+        Args:
+            x: `(batch, n, width)`, positions `cache_index` on.
+            cache: From `initial_cache()` or the previous call.
+            cache_index: Position of `x[:, 0]` (an int or a scalar tensor).
+            context: The encoder output, for a block with cross-attention
+                (or `cross_attention_cache` instead).
+            cross_attention_cache: From
+                `compute_cross_attention_cache(context)`, so that decoding
+                steps do not project the encoder output again.
+            context_padding_mask: Optional `(batch, context_seq)` mask.
+            attention_mask: Optional `(batch, n, max_length)` mask.
+            attention_bias: Optional self-attention bias.
+
+        Returns:
+            `CachedResult(outputs, cache)`.
+        """
+        self._check_context(context, cross_attention_cache)
+        attention = self.self_attention.call_with_cache(
+            self._sublayer_input(x, self.self_attention_norm),
+            cache,
+            cache_index,
+            attention_mask=attention_mask,
+            attention_bias=attention_bias,
+        )
+        x = self._add_residual(x, attention.outputs, self.self_attention_norm)
+        x, _ = self._cross_attention_residual(
+            x, context, cross_attention_cache, context_padding_mask, False,
+            False,
+        )  # fmt: skip
+        return CachedResult(self._feed_forward_residual(x), attention.cache)
+
+    def _cross_attention_residual(
+        self, x, context, cache, context_padding_mask, return_scores, training
+    ):
+        """`(x, scores)` after the cross-attention sublayer, if any."""
+        if self.cross_attention_layer is None:
+            return x, None
+        result = self.cross_attention_layer(
+            self._sublayer_input(x, self.cross_attention_norm),
+            context,
+            context_padding_mask=context_padding_mask,
+            cache=cache,
+            return_attention_scores=return_scores,
+            training=training,
+        )
+        outputs = result.outputs if return_scores else result
+        x = self._add_residual(x, outputs, self.cross_attention_norm)
+        return x, result.scores if return_scores else None
 
     def initial_cache(self, batch_size, max_length):
         """An empty self-attention key/value cache for decoding.
@@ -511,4 +475,7 @@ class DecoderBlock(_TransformerBlock):
         return self.cross_attention_layer.compute_cache(context)
 
     def get_config(self):
-        return {**super().get_config(), "cross_attention": self.cross_attention}
+        return {
+            **super().get_config(),
+            "cross_attention": self.has_cross_attention,
+        }

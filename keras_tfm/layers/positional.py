@@ -1,4 +1,5 @@
-"""Position information: sinusoidal, learned, rotary and relative."""
+"""Position information: sinusoidal, learned and relative (rotary
+positions are in `keras_tfm.layers.rotary`)."""
 
 import math
 
@@ -90,76 +91,6 @@ class SinusoidalEncoding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
-class RotaryEmbedding(keras.layers.Layer):
-    """Rotary position embedding (RoPE), applied to queries and keys.
-
-    Rotates each pair of channels `(i, i + head_dim / 2)` of a query or key
-    by an angle proportional to its position, so that the dot product of a
-    query and a key depends on their relative distance only. Attention layers
-    apply it when built with `rotary=True`.
-
-    Args:
-        max_wavelength: The longest wavelength of the rotations.
-        **kwargs: Standard layer arguments.
-
-    Call arguments:
-        inputs: Queries or keys of shape `(batch, seq, heads, head_dim)`;
-            `head_dim` must be even.
-        start_index: Position of the first element of `inputs`, for cached
-            decoding. Defaults to 0.
-
-    Returns:
-        The rotated tensor, same shape and dtype as `inputs`.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_tfm import RotaryEmbedding
-
-    queries = np.random.rand(2, 10, 4, 16).astype("float32")
-    rotated = RotaryEmbedding()(queries)  # (2, 10, 4, 16)
-    ```
-
-    References:
-        - [Su et al., 2021](https://arxiv.org/abs/2104.09864)
-    """
-
-    def __init__(self, max_wavelength=10000, **kwargs):
-        super().__init__(**kwargs)
-        check_positive_int("max_wavelength", max_wavelength)
-        self.max_wavelength = max_wavelength
-        self.built = True
-
-    def call(self, inputs, start_index=0):
-        check_rank("inputs", inputs.shape, 4, "(batch, seq, heads, head_dim)")
-        head_dim = inputs.shape[-1]
-        if head_dim % 2:
-            raise ValueError(
-                "RotaryEmbedding needs an even head dimension. "
-                f"Received: inputs.shape={tuple(inputs.shape)}"
-            )
-        positions = ops.cast(
-            ops.arange(ops.shape(inputs)[1]) + start_index, "float32"
-        )
-        exponents = ops.arange(0, head_dim, 2, dtype="float32") / head_dim
-        inverse_wavelengths = ops.power(float(self.max_wavelength), -exponents)
-        angles = positions[:, None] * inverse_wavelengths[None, :]
-        angles = ops.concatenate([angles, angles], axis=-1)[None, :, None, :]
-        cos = ops.cast(ops.cos(angles), inputs.dtype)
-        sin = ops.cast(ops.sin(angles), inputs.dtype)
-        first_half, second_half = ops.split(inputs, 2, axis=-1)
-        rotated_half = ops.concatenate([-second_half, first_half], axis=-1)
-        return inputs * cos + rotated_half * sin
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "max_wavelength": self.max_wavelength}
-
-
-@keras.saving.register_keras_serializable(package="keras_tfm")
 class PositionalEmbedding(keras.layers.Layer):
     """Token embedding plus position information.
 
@@ -173,8 +104,9 @@ class PositionalEmbedding(keras.layers.Layer):
     embedding and the output projection keeps the weights shared through
     `model.save()` and `load_model()`.
 
-    With `mask_zero=True`, token id 0 is padding: the layer emits a Keras mask
-    that every keras_tfm block downstream uses as its padding mask.
+    With `mask_zero=True`, token id `padding_id` (0 by default) is padding:
+    the layer emits a Keras mask that every keras_tfm block downstream uses
+    as its padding mask.
 
     Args:
         vocab_size: Number of token ids.
@@ -183,7 +115,9 @@ class PositionalEmbedding(keras.layers.Layer):
         embed_dim: Width of the embeddings.
         position: `"learned"`, `"sinusoidal"`, or `None` for no position
             signal (when attention applies rotary embeddings).
-        mask_zero: Whether token id 0 is padding and should be masked.
+        mask_zero: Whether token id `padding_id` is padding and should be
+            masked (Keras's name for the option).
+        padding_id: The padding token id (RoBERTa's is 1).
         scale_embeddings: Whether to multiply token embeddings by
             `sqrt(embed_dim)` before adding positions (the paper does).
         max_wavelength: Longest wavelength of the sinusoidal signal.
@@ -237,6 +171,7 @@ class PositionalEmbedding(keras.layers.Layer):
         scale_embeddings=False,
         max_wavelength=10000,
         num_segments=None,
+        padding_id=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -254,6 +189,7 @@ class PositionalEmbedding(keras.layers.Layer):
         self.scale_embeddings = scale_embeddings
         self.max_wavelength = max_wavelength
         self.num_segments = num_segments
+        self.padding_id = padding_id
         self.supports_masking = mask_zero
 
     def build(self, inputs_shape):
@@ -354,7 +290,7 @@ class PositionalEmbedding(keras.layers.Layer):
             return mask
         if not self.mask_zero:
             return None
-        return ops.not_equal(inputs, 0)
+        return ops.not_equal(inputs, self.padding_id)
 
     def compute_output_spec(
         self, inputs, start_index=0, segment_ids=None, reverse=False
@@ -376,6 +312,7 @@ class PositionalEmbedding(keras.layers.Layer):
             "scale_embeddings": self.scale_embeddings,
             "max_wavelength": self.max_wavelength,
             "num_segments": self.num_segments,
+            "padding_id": self.padding_id,
         }
 
 

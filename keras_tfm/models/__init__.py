@@ -16,15 +16,13 @@ are the short way to make one.
 
 from keras_tfm.models.causal_lm import CausalLM, causal_lm
 from keras_tfm.models.forecaster import Forecaster, forecaster
-from keras_tfm.models.seq2seq import Seq2SeqTransformer, seq2seq_transformer
-from keras_tfm.models.text import (
+from keras_tfm.models.masked_lm import (
     MaskedLM,
-    TextClassifier,
-    TextEncoder,
     masked_lm,
     masked_lm_encoder,
-    text_classifier,
 )
+from keras_tfm.models.seq2seq import Seq2SeqTransformer, seq2seq_transformer
+from keras_tfm.models.text import TextClassifier, TextEncoder, text_classifier
 from keras_tfm.models.vision import ViTClassifier, vit_classifier
 
 __all__ = [

@@ -3,13 +3,11 @@
 
 import keras
 
-from keras_tfm.layers import (
-    EncoderBlock,
-    MultiHeadCrossAttention,
-    MultiHeadSelfAttention,
-)
-from keras_tfm.layers.blocks import NORM_LAYERS
+from keras_tfm.layers import MultiHeadCrossAttention, MultiHeadSelfAttention
+from keras_tfm.layers.normalization import normalization
 from keras_tfm.layers.validation import check_choice
+
+SPECIAL_TOKENS = ("pad", "bos", "eos")
 
 
 class FunctionalModel(keras.Model):
@@ -22,7 +20,29 @@ class FunctionalModel(keras.Model):
     code reaches the parts through the attributes. `get_config` returns the
     constructor arguments (each subclass adds its own), and `from_config`
     calls the constructor, so a reloaded model is of the same class.
+
+    Every model also takes two records of where it came from, kept in its
+    config: `special_token_ids`, a dict with any of `"pad"`, `"bos"` and
+    `"eos"` (an id, a list of ids for `"eos"`, or None), the ids
+    `keras_tfm.generation` uses by default; and `huggingface_model_type`,
+    the checkpoint family `interop.to_huggingface` writes it back as. A
+    model imported with `interop.from_huggingface` carries its
+    checkpoint's.
     """
+
+    def __init__(
+        self,
+        *args,
+        special_token_ids=None,
+        huggingface_model_type=None,
+        **kwargs,
+    ):
+        special_token_ids = dict(special_token_ids or {})
+        for key in special_token_ids:
+            check_choice("special_token_ids key", key, SPECIAL_TOKENS)
+        super().__init__(*args, **kwargs)
+        self.special_token_ids = special_token_ids
+        self.huggingface_model_type = huggingface_model_type
 
     def __setattr__(self, name, value):
         # On PyTorch a Keras layer is a `torch.nn.Module`, which refuses
@@ -36,7 +56,12 @@ class FunctionalModel(keras.Model):
     def get_config(self):
         # Not `super().get_config()`: a functional model's config is its
         # graph, which the constructor cannot take.
-        return {"name": self.name, "trainable": self.trainable}
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "special_token_ids": self.special_token_ids,
+            "huggingface_model_type": self.huggingface_model_type,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -87,24 +112,25 @@ class FunctionalModel(keras.Model):
                         dense.bias.trainable = False
 
 
-def encoder_blocks(num_layers, prefix="encoder", **block_options):
-    """`num_layers` `EncoderBlock`s named `{prefix}_block_{index}`."""
+def make_blocks(block_class, num_layers, prefix, options, **arguments):
+    """`num_layers` blocks named `{prefix}_block_{index}`, each given the
+    model's `options` (from `layers.options.block_options`)."""
     return [
-        EncoderBlock(name=f"{prefix}_block_{index}", **block_options)
+        block_class(name=f"{prefix}_block_{index}", **options, **arguments)
         for index in range(num_layers)
     ]
 
 
-def stack_norm(prefix, enabled, norm="layer", epsilon=1e-5):
+def stack_norm(prefix, enabled, norm_options):
     """The normalization `{prefix}_norm` that ends a stack, or None.
 
     A pre-norm stack leaves its residual stream unnormalised, so it gets one
-    (`enabled=norm_first` by default in the models); a post-norm stack
+    (`enabled` is pre-norm by default in the models); a post-norm stack
     already ends in a norm, though `torch.nn.Transformer` adds one there too.
     """
     if not enabled:
         return None
-    return NORM_LAYERS[norm](epsilon=epsilon, name=f"{prefix}_norm")
+    return normalization(norm_options, f"{prefix}_norm")
 
 
 def run_stack(x, blocks, norm=None, **call_arguments):

@@ -3,8 +3,20 @@
 import keras
 
 from keras_tfm.layers import DecoderBlock, PositionalEmbedding
+from keras_tfm.layers.options import block_options
 from keras_tfm.layers.validation import check_positive_int
-from keras_tfm.models.base import FunctionalModel, run_stack, stack_norm
+from keras_tfm.models.base import (
+    FunctionalModel,
+    make_blocks,
+    run_stack,
+    stack_norm,
+)
+
+_DEFAULTS = {
+    "attention": {"num_heads": 4},
+    "feed_forward": {"hidden_dim": 1024, "activation": "gelu"},
+    "norm": {"placement": "pre"},
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -12,11 +24,10 @@ class CausalLM(FunctionalModel):
     """A decoder-only (GPT-style) language model.
 
     Pre-norm causal `DecoderBlock`s with a final norm. Positions are learned,
-    or, with `rotary=True`, applied inside attention as rotary embeddings
-    (then the embedding adds none). With `mask_zero=False` (the default, for
+    or, with rotary attention, applied inside attention as rotary embeddings
+    (then the embedding adds none). With no `padding_id` (the default, for
     packed training text) causal attention takes the fused kernel's
-    `is_causal` path with no mask tensor; set `mask_zero=True` to treat token
-    id 0 as padding.
+    `is_causal` path with no mask tensor.
 
     The model implements the decoding contract of `keras_tfm.generation`
     (`initial_cache` and `call_with_cache`), so `generation.generate`
@@ -27,24 +38,28 @@ class CausalLM(FunctionalModel):
         sequence_length: Longest sequence (context window).
         num_layers: Number of decoder blocks.
         embed_dim: Model width.
-        num_heads: Attention heads per block.
-        ff_dim: Feed-forward hidden width.
-        rotary: Rotary position embeddings instead of learned positions.
-        num_kv_heads: Key/value heads (grouped-query attention).
+        num_heads: Attention heads per block (default 4); shorthand for
+            `attention["num_heads"]`.
+        ff_dim: Feed-forward hidden width (default 1024); shorthand for
+            `feed_forward["hidden_dim"]`.
         dropout: Dropout rate on embeddings and sublayer outputs.
-        activation: Feed-forward activation (`"relu"`, `"gelu"`,
-            `"gelu_tanh"`, `"swiglu"`).
+        attention: Dict of `MultiHeadSelfAttention` options for every block
+            (`num_kv_heads`, `key_dim`, `use_bias`, `rotary`, ...). With
+            `rotary`, positions are rotary and the embedding adds none.
+        feed_forward: Dict of `FeedForward` options (`activation`, default
+            `"gelu"`; `use_bias`).
+        norm: Norm options for the blocks and the final norm: `"layer"`
+            (default), `"rms"` or a dict (placement `"pre"` by default).
         tie_embeddings: Whether the output projection reuses the embedding.
-        mask_zero: Whether token id 0 is padding.
-        norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization),
-            in the blocks and at the end.
-        layer_norm_epsilon: Epsilon of every normalization.
-        use_bias: Whether the attention, feed-forward and (untied) output
-            projections have biases.
-        rotary_max_wavelength: Longest wavelength of the rotary embeddings
-            (Hugging Face's `rope_theta`).
+        output_bias: Whether an untied output projection has a bias.
+        padding_id: A token id to treat as padding (masked in attention
+            and left out of the loss), or None for none (packed text).
         name: Model name.
-        **kwargs: Standard model arguments (`trainable`, ...).
+        **kwargs: Standard model arguments (`trainable`,
+            `special_token_ids`, ...). The flat arguments of keras_tfm 0.1
+            (`rotary=`, `num_kv_heads=`, `activation=`, `mask_zero=`,
+            `layer_norm_epsilon=`, `use_bias=`, `rotary_max_wavelength=`)
+            are still taken.
 
     Call arguments:
         tokens: Int token ids `(batch, seq)` (input name `tokens`).
@@ -70,7 +85,8 @@ class CausalLM(FunctionalModel):
 
     model = models.CausalLM(
         vocab_size=100, sequence_length=32, num_layers=1, embed_dim=32,
-        num_heads=2, ff_dim=64, rotary=True,
+        num_heads=2, ff_dim=64, attention={"rotary": True, "num_kv_heads": 1},
+        feed_forward={"activation": "swiglu"}, norm="rms",
     )
     logits = model(np.array([[5, 6, 7]]))  # (1, 3, 100)
 
@@ -87,59 +103,55 @@ class CausalLM(FunctionalModel):
         sequence_length,
         num_layers=4,
         embed_dim=256,
-        num_heads=4,
-        ff_dim=1024,
-        rotary=False,
-        num_kv_heads=None,
+        num_heads=None,
+        ff_dim=None,
         dropout=0.1,
-        activation="gelu",
+        *,
+        attention=None,
+        feed_forward=None,
+        norm=None,
         tie_embeddings=True,
-        mask_zero=False,
-        norm="layer",
-        layer_norm_epsilon=1e-5,
-        use_bias=True,
-        rotary_max_wavelength=10000,
+        output_bias=True,
+        padding_id=None,
         name="causal_lm",
         **kwargs,
     ):
         check_positive_int("num_layers", num_layers)
+        output_bias = kwargs.get("use_bias", output_bias)
+        if kwargs.pop("mask_zero", False):
+            padding_id = 0
+        options = block_options(
+            kwargs,
+            num_heads=num_heads,
+            ff_dim=ff_dim,
+            attention=attention,
+            feed_forward=feed_forward,
+            norm=norm,
+            defaults=_DEFAULTS,
+        )
+        rotary = options["attention"]["rotary"] is not None
         self.embedding = PositionalEmbedding(
             vocab_size,
             sequence_length,
             embed_dim,
             position=None if rotary else "learned",
-            mask_zero=mask_zero,
+            mask_zero=padding_id is not None,
+            padding_id=padding_id or 0,
             name="embedding",
         )
         self.embedding_dropout = keras.layers.Dropout(
             dropout, name="embedding_dropout"
         )
-        self.blocks = [
-            DecoderBlock(
-                num_heads,
-                ff_dim,
-                dropout=dropout,
-                activation=activation,
-                norm_first=True,
-                norm=norm,
-                layer_norm_epsilon=layer_norm_epsilon,
-                rotary=rotary,
-                num_kv_heads=num_kv_heads,
-                use_bias=use_bias,
-                rotary_max_wavelength=rotary_max_wavelength,
-                cross_attention=False,
-                name=f"decoder_block_{index}",
-            )
-            for index in range(num_layers)
-        ]
-        self.final_norm = stack_norm(
-            "decoder", enabled=True, norm=norm, epsilon=layer_norm_epsilon
-        )
+        self.blocks = make_blocks(
+            DecoderBlock, num_layers, "decoder", options,
+            dropout=dropout, cross_attention=False,
+        )  # fmt: skip
+        self.final_norm = stack_norm("decoder", True, options["norm"])
         self.output_projection = (
             None
             if tie_embeddings
             else keras.layers.Dense(
-                vocab_size, use_bias=use_bias, name="logits"
+                vocab_size, use_bias=output_bias, name="logits"
             )
         )
 
@@ -152,18 +164,13 @@ class CausalLM(FunctionalModel):
         self.sequence_length = sequence_length
         self.num_layers = num_layers
         self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        self.ff_dim = ff_dim
-        self.rotary = rotary
-        self.num_kv_heads = num_kv_heads
         self.dropout = dropout
-        self.activation = activation
+        self.attention_options = options["attention"]
+        self.feed_forward_options = options["feed_forward"]
+        self.norm_options = options["norm"]
         self.tie_embeddings = tie_embeddings
-        self.mask_zero = mask_zero
-        self.norm = norm
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.use_bias = use_bias
-        self.rotary_max_wavelength = rotary_max_wavelength
+        self.output_bias = output_bias
+        self.padding_id = padding_id
 
     def _logits(self, x):
         x = self.final_norm(x)
@@ -209,9 +216,7 @@ class CausalLM(FunctionalModel):
         x = self.embedding(tokens, start_index=cache_index)
         new_cache = []
         for block, block_cache in zip(self.blocks, cache, strict=True):
-            x, block_cache = block(
-                x, cache=block_cache, cache_index=cache_index
-            )
+            x, block_cache = block.call_with_cache(x, block_cache, cache_index)
             new_cache.append(block_cache)
         return self._logits(x), tuple(new_cache)
 
@@ -222,18 +227,15 @@ class CausalLM(FunctionalModel):
             "sequence_length": self.sequence_length,
             "num_layers": self.num_layers,
             "embed_dim": self.embed_dim,
-            "num_heads": self.num_heads,
-            "ff_dim": self.ff_dim,
-            "rotary": self.rotary,
-            "num_kv_heads": self.num_kv_heads,
+            "num_heads": self.attention_options["num_heads"],
+            "ff_dim": self.feed_forward_options["hidden_dim"],
             "dropout": self.dropout,
-            "activation": self.activation,
+            "attention": self.attention_options,
+            "feed_forward": self.feed_forward_options,
+            "norm": self.norm_options,
             "tie_embeddings": self.tie_embeddings,
-            "mask_zero": self.mask_zero,
-            "norm": self.norm,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "use_bias": self.use_bias,
-            "rotary_max_wavelength": self.rotary_max_wavelength,
+            "output_bias": self.output_bias,
+            "padding_id": self.padding_id,
         }
 
 
@@ -256,7 +258,7 @@ def causal_lm(*args, **kwargs):
 
     model = models.causal_lm(
         vocab_size=100, sequence_length=32, num_layers=1, embed_dim=32,
-        num_heads=2, ff_dim=64, rotary=True,
+        num_heads=2, ff_dim=64, attention={"rotary": True},
     )
     logits = model(np.array([[5, 6, 7]]))  # (1, 3, 100)
     ```

@@ -2,11 +2,12 @@
 
 import keras
 
-from keras_tfm.layers import SinusoidalEncoding
+from keras_tfm.layers import EncoderBlock, SinusoidalEncoding
+from keras_tfm.layers.options import block_options
 from keras_tfm.layers.validation import check_positive_int
 from keras_tfm.models.base import (
     FunctionalModel,
-    encoder_blocks,
+    make_blocks,
     run_stack,
     stack_norm,
 )
@@ -89,15 +90,17 @@ class Forecaster(FunctionalModel):
         self.embedding_dropout = keras.layers.Dropout(
             dropout, name="embedding_dropout"
         )
-        self.blocks = encoder_blocks(
-            num_layers,
+        options = block_options(
+            {},
             num_heads=num_heads,
             ff_dim=ff_dim,
-            dropout=dropout,
-            activation="gelu",
-            norm_first=True,
+            feed_forward={"activation": "gelu"},
+            norm={"placement": "pre"},
         )
-        self.final_norm = stack_norm("encoder", enabled=True)
+        self.blocks = make_blocks(
+            EncoderBlock, num_layers, "encoder", options, dropout=dropout
+        )
+        self.final_norm = stack_norm("encoder", True, options["norm"])
         self.head = keras.layers.Dense(horizon * num_features, name="head")
 
         series = keras.Input((input_length, num_features), name="series")

@@ -5,26 +5,33 @@ from keras import ops
 
 from keras_tfm.layers import (
     DecoderBlock,
+    EncoderBlock,
     PositionalEmbedding,
     RelativePositionBias,
 )
+from keras_tfm.layers.options import block_options
 from keras_tfm.layers.validation import check_positive_int
 from keras_tfm.models.base import (
     FunctionalModel,
-    encoder_blocks,
+    make_blocks,
     run_stack,
     stack_norm,
 )
+
+_DEFAULTS = {
+    "attention": {"num_heads": 8},
+    "feed_forward": {"hidden_dim": 2048},
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
 class Seq2SeqTransformer(FunctionalModel):
     """The encoder-decoder Transformer of "Attention Is All You Need".
 
-    The defaults are the paper's base model. Token ids 0 are padding in both
-    inputs and are masked throughout (and, through the Keras mask on the
-    logits, left out of the loss). Embeddings are scaled by `sqrt(embed_dim)`
-    and followed by dropout, as in the paper.
+    The defaults are the paper's base model. Token id `padding_id` (0) is
+    padding in both inputs and is masked throughout (and, through the Keras
+    mask on the logits, left out of the loss). Embeddings are scaled by
+    `sqrt(embed_dim)` and followed by dropout, as in the paper.
 
     With one vocabulary (`target_vocab_size` unset or equal to
     `vocab_size`) the encoder and the decoder share one embedding, and with
@@ -44,27 +51,26 @@ class Seq2SeqTransformer(FunctionalModel):
         sequence_length: Longest source or target sequence.
         num_layers: Number of encoder blocks and of decoder blocks.
         embed_dim: Model width.
-        num_heads: Attention heads per block.
-        ff_dim: Feed-forward hidden width.
+        num_heads: Attention heads per block (default 8); shorthand for
+            `attention["num_heads"]`.
+        ff_dim: Feed-forward hidden width (default 2048); shorthand for
+            `feed_forward["hidden_dim"]`.
         dropout: Dropout rate on embeddings and on each sublayer's output.
+        attention: Dict of `MultiHeadSelfAttention` options for every block
+            (`key_dim`, `use_bias`, `attention_scale`, ...); the decoder's
+            cross-attention takes those that apply to it.
+        feed_forward: Dict of `FeedForward` options (`activation`, default
+            `"relu"`; `use_bias`).
+        norm: Norm options (`"type"`, `"epsilon"`, `"placement"`: `"post"`
+            by default, the paper's).
         target_vocab_size: Target vocabulary size, if different.
         tie_embeddings: Whether to share embedding and output matrices.
+        output_bias: Whether an untied output projection has a bias.
         position: `"sinusoidal"` (the paper), `"learned"`, or `None` (with
             relative positions).
-        norm_first: Pre-norm blocks (adds a final norm to each stack).
-        final_norm: Whether each stack ends with a normalization
-            (`encoder_norm`, `decoder_norm`). Defaults to `norm_first`;
+        stack_norms: Whether each stack ends with a normalization
+            (`encoder_norm`, `decoder_norm`). Defaults to pre-norm blocks;
             `True` with post-norm blocks matches `torch.nn.Transformer`.
-        activation: Feed-forward activation (`"relu"`, `"gelu"`,
-            `"gelu_tanh"`, `"swiglu"`, `"geglu_tanh"`).
-        norm: `"layer"` (LayerNormalization) or `"rms"` (RMSNormalization).
-        layer_norm_epsilon: Epsilon of every normalization.
-        use_bias: Whether the attention, feed-forward and (untied) output
-            projections have biases.
-        key_dim: Size of each attention head; defaults to
-            `embed_dim // num_heads`.
-        attention_scale: Multiplies the attention logits; defaults to
-            `1 / sqrt(key_dim)`.
         relative_position_buckets: With a number, each stack adds T5's
             learned relative-position bias (`RelativePositionBias`, one per
             stack, shared by its blocks) to its self-attention logits. Use
@@ -75,11 +81,15 @@ class Seq2SeqTransformer(FunctionalModel):
             `sqrt(embed_dim)` (the paper).
         scale_tied_logits: Whether the decoder's output is multiplied by
             `embed_dim ** -0.5` before the tied projection (T5).
-        decoder_mask_zero: Whether target token id 0 is padding, hidden from
-            self-attention and left out of the loss through the Keras mask.
-            T5 starts every target with its padding id 0: `False`.
+        decoder_mask_zero: Whether the target's `padding_id` is padding,
+            hidden from self-attention and left out of the loss through the
+            Keras mask. T5 starts every target with its padding id: `False`.
+        padding_id: The padding token id of both inputs.
         name: Model name.
-        **kwargs: Standard model arguments (`trainable`, ...).
+        **kwargs: Standard model arguments (`trainable`,
+            `special_token_ids`, ...). The flat arguments of keras_tfm 0.1
+            (`norm_first=`, `final_norm=`, `activation=`, `key_dim=`,
+            `use_bias=`, `layer_norm_epsilon=`, ...) are still taken.
 
     Call arguments:
         inputs: `{"encoder_tokens": (batch, src_len), "decoder_tokens":
@@ -132,29 +142,39 @@ class Seq2SeqTransformer(FunctionalModel):
         sequence_length,
         num_layers=6,
         embed_dim=512,
-        num_heads=8,
-        ff_dim=2048,
+        num_heads=None,
+        ff_dim=None,
         dropout=0.1,
+        *,
+        attention=None,
+        feed_forward=None,
+        norm=None,
         target_vocab_size=None,
         tie_embeddings=True,
+        output_bias=True,
         position="sinusoidal",
-        norm_first=False,
-        final_norm=None,
-        activation="relu",
-        norm="layer",
-        layer_norm_epsilon=1e-5,
-        use_bias=True,
-        key_dim=None,
-        attention_scale=None,
+        stack_norms=None,
         relative_position_buckets=None,
         relative_position_max_distance=128,
         scale_embeddings=True,
         scale_tied_logits=False,
         decoder_mask_zero=True,
+        padding_id=0,
         name="seq2seq_transformer",
         **kwargs,
     ):
         check_positive_int("num_layers", num_layers)
+        output_bias = kwargs.get("use_bias", output_bias)
+        stack_norms = kwargs.pop("final_norm", stack_norms)
+        options = block_options(
+            kwargs,
+            num_heads=num_heads,
+            ff_dim=ff_dim,
+            attention=attention,
+            feed_forward=feed_forward,
+            norm=norm,
+            defaults=_DEFAULTS,
+        )
         shared = target_vocab_size in (None, vocab_size)
 
         def embedding(vocab, layer_name):
@@ -166,6 +186,7 @@ class Seq2SeqTransformer(FunctionalModel):
                 embed_dim,
                 position=position,
                 mask_zero=decoder_mask_zero,
+                padding_id=padding_id,
                 scale_embeddings=scale_embeddings,
                 name=layer_name,
             )
@@ -184,33 +205,23 @@ class Seq2SeqTransformer(FunctionalModel):
         self.decoder_dropout = keras.layers.Dropout(
             dropout, name="decoder_dropout"
         )
-        block_options = {
-            "num_heads": num_heads,
-            "ff_dim": ff_dim,
-            "dropout": dropout,
-            "norm_first": norm_first,
-            "activation": activation,
-            "norm": norm,
-            "layer_norm_epsilon": layer_norm_epsilon,
-            "use_bias": use_bias,
-            "key_dim": key_dim,
-            "attention_scale": attention_scale,
-        }
-        self.encoder_blocks = encoder_blocks(num_layers, **block_options)
-        self.decoder_blocks = [
-            DecoderBlock(name=f"decoder_block_{index}", **block_options)
-            for index in range(num_layers)
-        ]
-        with_final_norm = norm_first if final_norm is None else final_norm
+        self.encoder_blocks = make_blocks(
+            EncoderBlock, num_layers, "encoder", options, dropout=dropout
+        )
+        self.decoder_blocks = make_blocks(
+            DecoderBlock, num_layers, "decoder", options, dropout=dropout
+        )
+        if stack_norms is None:
+            stack_norms = options["norm"]["placement"] == "pre"
         self.encoder_norm, self.decoder_norm = (
-            stack_norm(stack, with_final_norm, norm, layer_norm_epsilon)
+            stack_norm(stack, stack_norms, options["norm"])
             for stack in ("encoder", "decoder")
         )
         self.encoder_position_bias, self.decoder_position_bias = (
             None
             if relative_position_buckets is None
             else RelativePositionBias(
-                num_heads,
+                options["attention"]["num_heads"],
                 relative_position_buckets,
                 relative_position_max_distance,
                 bidirectional=stack == "encoder",
@@ -223,7 +234,7 @@ class Seq2SeqTransformer(FunctionalModel):
             if tie_embeddings
             else keras.layers.Dense(
                 target_vocab_size or vocab_size,
-                use_bias=use_bias,
+                use_bias=output_bias,
                 name="logits",
             )
         )
@@ -232,25 +243,21 @@ class Seq2SeqTransformer(FunctionalModel):
         self.sequence_length = sequence_length
         self.num_layers = num_layers
         self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        self.ff_dim = ff_dim
         self.dropout = dropout
+        self.attention_options = options["attention"]
+        self.feed_forward_options = options["feed_forward"]
+        self.norm_options = options["norm"]
         self.target_vocab_size = target_vocab_size
         self.tie_embeddings = tie_embeddings
+        self.output_bias = output_bias
         self.position = position
-        self.norm_first = norm_first
-        self.final_norm = final_norm
-        self.activation = activation
-        self.norm = norm
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.use_bias = use_bias
-        self.key_dim = key_dim
-        self.attention_scale = attention_scale
+        self.stack_norms = stack_norms
         self.relative_position_buckets = relative_position_buckets
         self.relative_position_max_distance = relative_position_max_distance
         self.scale_embeddings = scale_embeddings
         self.scale_tied_logits = scale_tied_logits
         self.decoder_mask_zero = decoder_mask_zero
+        self.padding_id = padding_id
 
         encoder_tokens = keras.Input(
             (None,), dtype="int32", name="encoder_tokens"
@@ -264,7 +271,7 @@ class Seq2SeqTransformer(FunctionalModel):
             x,
             self.decoder_blocks,
             context=context,
-            context_padding_mask=ops.not_equal(encoder_tokens, 0),
+            context_padding_mask=ops.not_equal(encoder_tokens, self.padding_id),
             attention_bias=self._position_bias(self.decoder_position_bias, x),
         )
         super().__init__(
@@ -281,12 +288,13 @@ class Seq2SeqTransformer(FunctionalModel):
         """The encoder's output for `encoder_tokens`, computed once.
 
         Args:
-            encoder_tokens: Int source ids `(batch, src_len)`, 0 for padding.
+            encoder_tokens: Int source ids `(batch, src_len)`, `padding_id`
+                for padding.
 
         Returns:
             `(batch, src_len, embed_dim)`.
         """
-        padding_mask = ops.not_equal(encoder_tokens, 0)
+        padding_mask = ops.not_equal(encoder_tokens, self.padding_id)
         x = self.encoder_dropout(self.encoder_embedding(encoder_tokens))
         return run_stack(
             x,
@@ -343,7 +351,9 @@ class Seq2SeqTransformer(FunctionalModel):
                 block.compute_cross_attention_cache(context)
                 for block in self.decoder_blocks
             ),
-            "context_padding_mask": ops.not_equal(encoder_tokens, 0),
+            "context_padding_mask": ops.not_equal(
+                encoder_tokens, self.padding_id
+            ),
         }
 
     def call_with_cache(self, tokens, cache, cache_index):
@@ -374,10 +384,10 @@ class Seq2SeqTransformer(FunctionalModel):
             cache["cross_attention"],
             strict=True,
         ):
-            x, block_cache = block(
+            x, block_cache = block.call_with_cache(
                 x,
-                cache=block_cache,
-                cache_index=cache_index,
+                block_cache,
+                cache_index,
                 cross_attention_cache=cross_attention_cache,
                 context_padding_mask=cache["context_padding_mask"],
                 attention_bias=attention_bias,
@@ -393,20 +403,17 @@ class Seq2SeqTransformer(FunctionalModel):
             "sequence_length": self.sequence_length,
             "num_layers": self.num_layers,
             "embed_dim": self.embed_dim,
-            "num_heads": self.num_heads,
-            "ff_dim": self.ff_dim,
+            "num_heads": self.attention_options["num_heads"],
+            "ff_dim": self.feed_forward_options["hidden_dim"],
             "dropout": self.dropout,
+            "attention": self.attention_options,
+            "feed_forward": self.feed_forward_options,
+            "norm": self.norm_options,
             "target_vocab_size": self.target_vocab_size,
             "tie_embeddings": self.tie_embeddings,
+            "output_bias": self.output_bias,
             "position": self.position,
-            "norm_first": self.norm_first,
-            "final_norm": self.final_norm,
-            "activation": self.activation,
-            "norm": self.norm,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "use_bias": self.use_bias,
-            "key_dim": self.key_dim,
-            "attention_scale": self.attention_scale,
+            "stack_norms": self.stack_norms,
             "relative_position_buckets": self.relative_position_buckets,
             "relative_position_max_distance": (
                 self.relative_position_max_distance
@@ -414,6 +421,7 @@ class Seq2SeqTransformer(FunctionalModel):
             "scale_embeddings": self.scale_embeddings,
             "scale_tied_logits": self.scale_tied_logits,
             "decoder_mask_zero": self.decoder_mask_zero,
+            "padding_id": self.padding_id,
         }
 
 

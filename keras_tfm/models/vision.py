@@ -2,11 +2,16 @@
 
 import keras
 
-from keras_tfm.layers import FirstTokenPooling, PatchEmbedding
+from keras_tfm.layers import (
+    EncoderBlock,
+    FirstTokenPooling,
+    PatchEmbedding,
+)
+from keras_tfm.layers.options import block_options
 from keras_tfm.layers.validation import check_positive_int
 from keras_tfm.models.base import (
     FunctionalModel,
-    encoder_blocks,
+    make_blocks,
     run_stack,
     stack_norm,
 )
@@ -87,18 +92,17 @@ class ViTClassifier(FunctionalModel):
         self.embedding_dropout = keras.layers.Dropout(
             dropout, name="embedding_dropout"
         )
-        self.blocks = encoder_blocks(
-            num_layers,
+        options = block_options(
+            {},
             num_heads=num_heads,
             ff_dim=ff_dim,
-            dropout=dropout,
-            activation="gelu",
-            norm_first=True,
-            layer_norm_epsilon=layer_norm_epsilon,
+            feed_forward={"activation": "gelu"},
+            norm={"epsilon": layer_norm_epsilon, "placement": "pre"},
         )
-        self.final_norm = stack_norm(
-            "encoder", enabled=True, epsilon=layer_norm_epsilon
+        self.blocks = make_blocks(
+            EncoderBlock, num_layers, "encoder", options, dropout=dropout
         )
+        self.final_norm = stack_norm("encoder", True, options["norm"])
         self.pooling = FirstTokenPooling(name="pooling")
         self.head = keras.layers.Dense(num_classes, name="logits")
 

@@ -1,0 +1,157 @@
+"""Which attention kernel runs where: the backend rules, in one place.
+
+Attention layers call `attend`, which takes either the explicit formula
+(`attention_with_scores`: einsum, float32 softmax, einsum) or
+`keras.ops.dot_product_attention` (the backend's fused kernel: flash
+attention, cuDNN or SDPA). The rules below choose between them per backend
+and device; the measurements behind each rule are in the performance guide
+(`docs/guides/performance.md`, "Attention kernels"), made with
+`python -m benchmarks.attention` and `python -m benchmarks.projections`.
+"""
+
+import functools
+import math
+
+import keras
+from keras import ops
+
+# The float32 logit given to masked keys on the explicit path. A finite value
+# rather than -inf: softmax of a row with every key masked stays finite.
+MASKED_LOGIT = -30000.0
+
+# PyTorch's CPU kernel in bfloat16 loses to the explicit formula up to this
+# key length (performance guide, "Attention kernels").
+TORCH_CPU_BFLOAT16_EXPLICIT_MAX_LENGTH = 128
+
+
+def attention_with_scores(query, key, value, mask=None, bias=None, scale=None):
+    """Scaled dot-product attention that also returns the weights.
+
+    `softmax(Q K^T * scale + bias) V` written out, for when the caller asks
+    for the attention weights (fused kernels do not return them) or when it
+    is the faster path. Softmax runs in float32 so that mixed precision
+    cannot overflow.
+
+    Args:
+        query: `(batch, q_len, heads, head_dim)`.
+        key: `(batch, k_len, kv_heads, head_dim)`; `heads` must be a multiple
+            of `kv_heads`.
+        value: Same shape as `key`.
+        mask: Boolean, broadcastable to `(batch, heads, q_len, k_len)`.
+        bias: Added to the logits, broadcastable like `mask`.
+        scale: Multiplies `Q K^T`; defaults to `1 / sqrt(head_dim)`.
+
+    Returns:
+        `(outputs, scores)`: `(batch, q_len, heads, head_dim)` and
+        `(batch, heads, q_len, k_len)`.
+    """
+    key, value = repeat_kv_heads(query, key, value)
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    logits = ops.einsum("btnh,bsnh->bnts", query, key)
+    logits = ops.cast(logits, "float32") * scale
+    if bias is not None:
+        logits = logits + ops.cast(bias, "float32")
+    if mask is not None:
+        logits = ops.where(mask, logits, MASKED_LOGIT)
+    scores = ops.cast(ops.softmax(logits, axis=-1), query.dtype)
+    return ops.einsum("bnts,bsnh->btnh", scores, value), scores
+
+
+def fused_attention(
+    query, key, value, mask=None, bias=None, scale=None, is_causal=False
+):
+    """`keras.ops.dot_product_attention` with the inputs each backend needs.
+
+    Same arguments and output as `attention_with_scores`, without the
+    scores; `is_causal` asks the kernel for causality with no mask tensor.
+    """
+    if keras.backend.backend() != "jax":
+        # Keras 3.12's TensorFlow and PyTorch kernels never repeat key/value
+        # heads, and 3.15's TensorFlow one not a single head; JAX's kernels
+        # take grouped heads as they are.
+        key, value = repeat_kv_heads(query, key, value)
+    if bias is not None:
+        bias, mask = fold_mask_into_bias(bias, mask, query.dtype), None
+    mask = mask_for_jax_cudnn(mask, query, key)
+    return ops.dot_product_attention(
+        query,
+        key,
+        value,
+        bias=bias,
+        mask=mask,
+        scale=scale,
+        is_causal=is_causal,
+    )
+
+
+def explicit_attention_is_faster(query, key):
+    """Whether to skip `ops.dot_product_attention` for these inputs.
+
+    TensorFlow and JAX have no fused attention kernel for CPUs: there the
+    explicit formula is faster at every measured shape. PyTorch's CPU kernel
+    wins in float32, but not in bfloat16 over short key lengths.
+    Accelerators have flash attention and keep the fused path.
+
+    Args:
+        query: `(batch, q_len, heads, head_dim)`.
+        key: `(batch, k_len, kv_heads, head_dim)`.
+    """
+    if keras.backend.backend() == "torch":
+        return (
+            query.device.type == "cpu"
+            and keras.backend.standardize_dtype(query.dtype) == "bfloat16"
+            and key.shape[1] <= TORCH_CPU_BFLOAT16_EXPLICIT_MAX_LENGTH
+        )
+    return keras.backend.backend() in ("tensorflow", "jax") and _only_cpus()
+
+
+@functools.cache
+def _only_cpus():
+    # Asks Keras, not a tensor: this may first run inside a compiled trace.
+    devices = keras.distribution.list_devices()
+    return all(device.lower().startswith("cpu") for device in devices)
+
+
+def fuses_projections():
+    """Whether self-attention projects queries, keys and values with one
+    matmul over the three kernels, joined.
+
+    Keras runs PyTorch eagerly, where a step is bound by the cost of each
+    call and kernel launch, and one matmul beats three; TensorFlow and JAX
+    compile the three into the same work or better. The weights stay three
+    variables either way.
+    """
+    return keras.backend.backend() == "torch"
+
+
+def mask_for_jax_cudnn(mask, query, key):
+    """Spells a padding mask out over the queries for JAX's cuDNN kernel.
+
+    On a GPU, Keras's JAX `dot_product_attention` tries cuDNN's flash kernel,
+    which rejects a mask that broadcasts over the query axis (`(batch, 1, 1,
+    k_len)`) and Keras then falls back to XLA's unfused attention; with the
+    mask broadcast to `(batch, 1, q_len, k_len)` the kernel is used.
+    """
+    if mask is None or keras.backend.backend() != "jax":
+        return mask
+    batch, query_length = ops.shape(query)[0], ops.shape(query)[1]
+    shape = (batch, 1, query_length, ops.shape(key)[1])
+    return ops.broadcast_to(mask, shape)
+
+
+def fold_mask_into_bias(bias, mask, dtype):
+    """One additive bias for kernels that take a bias or a mask, not both
+    (Keras's PyTorch `dot_product_attention`)."""
+    bias = ops.cast(bias, dtype)
+    if mask is None:
+        return bias
+    return ops.where(mask, bias, ops.cast(MASKED_LOGIT, dtype))
+
+
+def repeat_kv_heads(query, key, value):
+    """Keys and values with as many heads as the query (grouped-query)."""
+    groups = query.shape[2] // key.shape[2]
+    if groups == 1:
+        return key, value
+    return ops.repeat(key, groups, axis=2), ops.repeat(value, groups, axis=2)
