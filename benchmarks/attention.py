@@ -2,7 +2,7 @@
 
 Times `keras.ops.dot_product_attention` (the backend's fused kernel where it
 has one) against the explicit einsum + float32 softmax of
-`keras_tfm.layers.attention.attention_with_scores`, forward and backward,
+`keras_tfm.layers.kernels.attention_with_scores`, forward and backward,
 compiled as the backend's `model.fit` would run it, on the same inputs in the
 same process. keras_tfm uses its result to pick a default per device.
 
@@ -18,7 +18,7 @@ import time
 import keras
 import numpy as np
 
-from keras_tfm.layers.attention import attention_with_scores
+from keras_tfm.layers.kernels import attention_with_scores
 
 SHAPES = [  # batch, length, heads, head_dim
     (32, 64, 4, 32),

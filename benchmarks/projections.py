@@ -20,7 +20,7 @@ import keras
 
 from benchmarks.attention import parse_shapes
 from benchmarks.train_step import build, random_batch, time_steps
-from keras_tfm.layers import attention
+from keras_tfm.layers import kernels
 
 SHAPES = [(32, 16, 2), (256, 128, 8)]  # width, sequence, batch
 
@@ -33,7 +33,7 @@ def runner(cell, joined):
     x, y = random_batch(cell)
 
     def step():
-        with mock.patch.object(attention, "_fuses_projections", lambda: joined):
+        with mock.patch.object(kernels, "fuses_projections", lambda: joined):
             model.train_on_batch(x, y)
 
     return step

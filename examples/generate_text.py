@@ -122,7 +122,7 @@ def main():
         embed_dim=64 if args.quick else 128,
         num_heads=NUM_HEADS,
         ff_dim=256 if not args.quick else 128,
-        rotary=True,
+        attention={"rotary": True},
         dropout=0.0,
     )
     model.compile(

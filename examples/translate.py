@@ -181,13 +181,13 @@ def plot_cross_attention(model, tokenizer, inputs, index=0):
         inputs
     )
     source, target = inputs["encoder_tokens"], inputs["decoder_tokens"]
-    _, _, scores = block(
+    scores = block(
         decoder_hidden,
         encoder_output,
         padding_mask=target != 0,
         context_padding_mask=source != 0,
         return_attention_scores=True,
-    )
+    ).cross_attention_scores
     source_length, target_length = (source != 0).sum(), (target != 0).sum()
     scores = keras.ops.convert_to_numpy(scores)[0].mean(axis=0)
     pieces = [tokenizer.id_to_token(int(i)) for i in source[0, :source_length]]

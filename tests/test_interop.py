@@ -130,7 +130,10 @@ def test_mismatched_layers_and_modules_are_rejected():
         interop.load_torch(EncoderBlock(4, 32), encoder_layer)
     wrong_ff = EncoderBlock(4, 64)
     wrong_ff.build((None, None, 16))
-    with pytest.raises(ValueError, match="`layer.ff_dim` is 64"):
+    with pytest.raises(
+        ValueError,
+        match="`layer` has ff_dim=64 but the PyTorch module needs 32",
+    ):
         interop.load_torch(wrong_ff, encoder_layer)
     decoder = DecoderBlock(4, 32)
     decoder.build((None, None, 16), (None, None, 16))

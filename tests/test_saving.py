@@ -133,8 +133,9 @@ def test_a_hugging_face_checkpoint_round_trips(tmp_path):
 
     model = models.causal_lm(
         vocab_size=40, sequence_length=8, num_layers=1, embed_dim=16,
-        num_heads=2, ff_dim=32, rotary=True, norm="rms", activation="swiglu",
-        tie_embeddings=False,
+        num_heads=2, ff_dim=32, attention={"rotary": True, "use_bias": False},
+        feed_forward={"activation": "swiglu", "use_bias": False}, norm="rms",
+        tie_embeddings=False, output_bias=False,
     )  # fmt: skip
     interop.to_huggingface(model, tmp_path)
     loaded = interop.from_huggingface(tmp_path)

@@ -125,7 +125,7 @@ def load_torch(layer, module):
     elif isinstance(layer, DecoderBlock):
         _expect(module, nn.TransformerDecoderLayer, layer)
         _check_block(layer, module)
-        if not layer.cross_attention:
+        if not layer.has_cross_attention:
             raise ValueError(
                 "A `TransformerDecoderLayer` has cross-attention; `layer` "
                 "was built with `cross_attention=False`."
@@ -314,6 +314,8 @@ def _activation_name(module):
 
 
 def _block_options(module):
+    """The `EncoderBlock`/`DecoderBlock` options that compute what `module`
+    computes."""
     if module.linear1.bias is None:
         raise ValueError(
             "`module` has `bias=False`; keras_tfm blocks have biases."
@@ -322,27 +324,32 @@ def _block_options(module):
         "num_heads": module.self_attn.num_heads,
         "ff_dim": module.linear1.out_features,
         "dropout": module.dropout.p,
-        "activation": _activation_name(module),
-        "norm_first": module.norm_first,
-        "layer_norm_epsilon": module.norm1.eps,
+        "feed_forward": {"activation": _activation_name(module)},
+        "norm": {
+            "type": "layer",
+            "epsilon": module.norm1.eps,
+            "placement": "pre" if module.norm_first else "post",
+        },
     }
 
 
 def _check_block(layer, module):
     expected = _block_options(module)
-    del expected["dropout"]  # does not change the outputs in evaluation
-    for name, value in expected.items():
-        if getattr(layer, name) != value:
+    found = {
+        "num_heads": layer.attention_options["num_heads"],
+        "ff_dim": layer.feed_forward_options["hidden_dim"],
+        "feed_forward": {
+            "activation": layer.feed_forward_options["activation"]
+        },
+        "norm": layer.norm_options,
+    }
+    for name, value in found.items():
+        if value != expected[name]:
             raise ValueError(
-                f"`layer.{name}` is {getattr(layer, name)!r} but the PyTorch "
-                f"module has {value!r}: build the block with the module's "
-                "options, or use `interop.from_torch(module)`."
+                f"`layer` has {name}={value!r} but the PyTorch module "
+                f"needs {expected[name]!r}: build the block with the "
+                "module's options, or use `interop.from_torch(module)`."
             )
-    if layer.norm != "layer":
-        raise ValueError(
-            "PyTorch Transformer layers use LayerNorm: the block needs "
-            "`norm='layer'`."
-        )
 
 
 def _load_block(layer, module, norms):
