@@ -404,10 +404,10 @@ torch_only = pytest.mark.skipif(
 @torch_only
 @pytest.mark.parametrize("mode", ["export", "compile"])
 def test_traced_steps_equal_the_eager_step(language_model, mode):
-    from keras_tfm.generation import _TorchStep
+    from keras_tfm.generation.torch_step import TorchStep
 
     tokens = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
-    traced = _TorchStep(language_model, compile_program=mode == "compile")
+    traced = TorchStep(language_model, compile_program=mode == "compile")
     results = []
     for step in (language_model.call_with_cache, traced):
         cache = language_model.initial_cache(2, 8)

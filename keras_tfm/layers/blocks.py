@@ -3,6 +3,7 @@
 import collections
 
 import keras
+from keras import ops
 
 from keras_tfm.layers.attention import MultiHeadSelfAttention
 from keras_tfm.layers.cross_attention import (
@@ -35,12 +36,7 @@ class _TransformerBlock(keras.layers.Layer):
         kwargs.update(zip(LEGACY_POSITIONAL, legacy_arguments, strict=False))
         norm = kwargs.pop("norm", norm)
         options = block_options(
-            kwargs,
-            num_heads=num_heads,
-            ff_dim=ff_dim,
-            attention=attention,
-            feed_forward=feed_forward,
-            norm=norm,
+            kwargs, num_heads, ff_dim, attention, feed_forward, norm
         )
         super().__init__(**kwargs)
         check_rate("dropout", dropout)
@@ -88,6 +84,25 @@ class _TransformerBlock(keras.layers.Layer):
     def _add_residual(self, x, outputs, norm):
         """`x + outputs` (pre-norm) or `norm(x + outputs)` (post-norm)."""
         return x + outputs if self.norm_first else norm(x + outputs)
+
+    def _self_attention_residual(
+        self, x, padding_mask, attention_mask, bias, return_scores, training
+    ):
+        """`(x, scores)` after the self-attention sublayer; without
+        `padding_mask`, the Keras mask of `x` is used."""
+        if padding_mask is None:
+            padding_mask = get_keras_mask(x)
+        result = self.self_attention(
+            self._sublayer_input(x, self.self_attention_norm),
+            padding_mask=padding_mask,
+            attention_mask=attention_mask,
+            attention_bias=bias,
+            return_attention_scores=return_scores,
+            training=training,
+        )
+        outputs = result.outputs if return_scores else result
+        x = self._add_residual(x, outputs, self.self_attention_norm)
+        return x, result.scores if return_scores else None
 
     def _feed_forward_residual(self, x, training=None):
         outputs = self.feed_forward(
@@ -193,21 +208,13 @@ class EncoderBlock(_TransformerBlock):
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
-        if padding_mask is None:
-            padding_mask = get_keras_mask(x)
-        result = self.self_attention(
-            self._sublayer_input(x, self.self_attention_norm),
-            padding_mask=padding_mask,
-            attention_mask=attention_mask,
-            attention_bias=attention_bias,
-            return_attention_scores=return_attention_scores,
-            training=training,
-        )
-        outputs = result.outputs if return_attention_scores else result
-        x = self._add_residual(x, outputs, self.self_attention_norm)
+        x, scores = self._self_attention_residual(
+            x, padding_mask, attention_mask, attention_bias,
+            return_attention_scores, training,
+        )  # fmt: skip
         x = self._feed_forward_residual(x, training)
         if return_attention_scores:
-            return AttentionResult(x, result.scores)
+            return AttentionResult(x, scores)
         return x
 
 
@@ -373,25 +380,17 @@ class DecoderBlock(_TransformerBlock):
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
         self._check_context(context)
-        if padding_mask is None:
-            padding_mask = get_keras_mask(x)
-        result = self.self_attention(
-            self._sublayer_input(x, self.self_attention_norm),
-            padding_mask=padding_mask,
-            attention_mask=attention_mask,
-            attention_bias=attention_bias,
-            return_attention_scores=return_attention_scores,
-            training=training,
-        )
-        outputs = result.outputs if return_attention_scores else result
-        x = self._add_residual(x, outputs, self.self_attention_norm)
+        x, self_scores = self._self_attention_residual(
+            x, padding_mask, attention_mask, attention_bias,
+            return_attention_scores, training,
+        )  # fmt: skip
         x, cross_scores = self._cross_attention_residual(
             x, context, None, context_padding_mask, return_attention_scores,
             training,
         )  # fmt: skip
         x = self._feed_forward_residual(x, training)
         if return_attention_scores:
-            return DecoderResult(x, result.scores, cross_scores)
+            return DecoderResult(x, self_scores, cross_scores)
         return x
 
     def call_with_cache(
@@ -427,6 +426,7 @@ class DecoderBlock(_TransformerBlock):
             `CachedResult(outputs, cache)`.
         """
         self._check_context(context, cross_attention_cache)
+        x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
         attention = self.self_attention.call_with_cache(
             self._sublayer_input(x, self.self_attention_norm),
             cache,

@@ -106,18 +106,10 @@ class MultiHeadCrossAttention(MultiHeadAttentionBase):
             check_cross_attention_inputs(x, context)
             if context_padding_mask is None:
                 context_padding_mask = get_keras_mask(context)
-            key, value = keys_and_values(self.compute_cache(context))
+            cache = self.compute_cache(context)
         else:
-            check_rank("x", x.shape, 3, "(batch, q_len, width)")
-            heads, head_dim = self.key_dense.kernel.shape[1:]
-            check_shape(
-                "cache",
-                cache.shape,
-                (x.shape[0], 2, heads, None, head_dim),
-                "(batch, 2, num_heads, k_len, head_dim), from "
-                "`compute_cache()`",
-            )
-            key, value = keys_and_values(cache)
+            self._check_cache(x, cache)
+        key, value = keys_and_values(cache)
         check_masks(
             x.shape,
             key.shape,
@@ -140,6 +132,16 @@ class MultiHeadCrossAttention(MultiHeadAttentionBase):
         if return_attention_scores:
             return AttentionResult(outputs, scores)
         return outputs
+
+    def _check_cache(self, x, cache):
+        check_rank("x", x.shape, 3, "(batch, q_len, width)")
+        heads, head_dim = self.key_dense.kernel.shape[1:]
+        check_shape(
+            "cache",
+            cache.shape,
+            (x.shape[0], 2, heads, None, head_dim),
+            "(batch, 2, num_heads, k_len, head_dim), from `compute_cache()`",
+        )
 
     def compute_cache(self, context):
         """Projects `context` to keys and values once, for decoding.

@@ -45,7 +45,6 @@ _BLOCK_ARGUMENTS = ("causal", "dropout", "name", "dtype", "trainable")
 
 def block_options(
     arguments,
-    *,
     num_heads=None,
     ff_dim=None,
     attention=None,

@@ -121,13 +121,7 @@ class CausalLM(FunctionalModel):
         if kwargs.pop("mask_zero", False):
             padding_id = 0
         options = block_options(
-            kwargs,
-            num_heads=num_heads,
-            ff_dim=ff_dim,
-            attention=attention,
-            feed_forward=feed_forward,
-            norm=norm,
-            defaults=_DEFAULTS,
+            kwargs, num_heads, ff_dim, attention, feed_forward, norm, _DEFAULTS
         )
         rotary = options["attention"]["rotary"] is not None
         self.embedding = PositionalEmbedding(

@@ -167,13 +167,7 @@ class Seq2SeqTransformer(FunctionalModel):
         output_bias = kwargs.get("use_bias", output_bias)
         stack_norms = kwargs.pop("final_norm", stack_norms)
         options = block_options(
-            kwargs,
-            num_heads=num_heads,
-            ff_dim=ff_dim,
-            attention=attention,
-            feed_forward=feed_forward,
-            norm=norm,
-            defaults=_DEFAULTS,
+            kwargs, num_heads, ff_dim, attention, feed_forward, norm, _DEFAULTS
         )
         shared = target_vocab_size in (None, vocab_size)
 

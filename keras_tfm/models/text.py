@@ -112,12 +112,12 @@ class TextEncoder(FunctionalModel):
         check_positive_int("num_layers", num_layers)
         options = block_options(
             kwargs,
-            num_heads=num_heads,
-            ff_dim=ff_dim,
-            attention=attention,
-            feed_forward=feed_forward,
-            norm=norm,
-            defaults=_ENCODER_DEFAULTS,
+            num_heads,
+            ff_dim,
+            attention,
+            feed_forward,
+            norm,
+            _ENCODER_DEFAULTS,
         )
         self.embedding = PositionalEmbedding(
             vocab_size,

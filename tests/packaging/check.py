@@ -26,8 +26,10 @@ EXPECTED = [
     "keras_tfm/__init__.py",
     "keras_tfm/layers/attention.py",
     "keras_tfm/models/causal_lm.py",
-    "keras_tfm/interop/huggingface.py",
-    "keras_tfm/generation.py",
+    "keras_tfm/interop/huggingface/__init__.py",
+    "keras_tfm/interop/huggingface/llama.py",
+    "keras_tfm/generation/__init__.py",
+    "keras_tfm/generation/torch_step.py",
 ]
 
 

@@ -1,0 +1,207 @@
+"""The compiled generation loop (keras-hub's samplers inside one Keras
+model) and the step-by-step loop behind `stream`."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_tfm.extras import require
+from keras_tfm.generation.prompts import can_use_cache
+from keras_tfm.generation.torch_step import TorchStep
+
+# The attribute of a model that holds its compiled loops, so that calling
+# `generate` again reuses the compiled program. Keras's saving skips
+# attributes that start with "__", so the loops never enter a `.keras` file.
+_LOOPS_ATTRIBUTE = "__keras_tfm_generation_loops"
+
+
+def stream_steps(
+    model, step, sampler, rows, lengths, encoder_inputs, max_new_tokens,
+    end_token_ids, pad_token_id,
+):  # fmt: skip
+    """The generator behind `stream`.
+
+    Every row runs through the same positions: from the shortest prompt on,
+    a row copies its own prompt until it ends, then samples. A row's k-th
+    new token is yielded once every row has one.
+    """
+    batch_size, total = len(rows), lengths.max() + max_new_tokens
+    tokens = np.full((batch_size, total), pad_token_id, "int32")
+    for row, prompt in enumerate(rows):
+        tokens[row, : len(prompt)] = prompt
+    start = lengths.min()
+    cache = model.initial_cache(batch_size, total, **encoder_inputs)
+    _, cache = step(ops.convert_to_tensor(tokens[:, :start]), cache, 0)
+    ended = np.zeros(batch_size, bool)
+    for index in range(start, total):
+        token = ops.convert_to_tensor(tokens[:, index - 1 : index])
+        logits, cache = step(token, cache, index - 1)
+        probabilities = sampler.compute_probabilities(logits[:, 0])
+        sampled = ops.convert_to_numpy(sampler.get_next_token(probabilities))
+        generating = index >= lengths
+        tokens[generating, index] = sampled[generating]
+        # The k-th new token of every row exists once the longest prompt
+        # has produced its own.
+        new_index = index - lengths.max()
+        if 0 <= new_index < max_new_tokens:
+            new_tokens = tokens[np.arange(batch_size), lengths + new_index]
+            new_tokens = np.where(ended, pad_token_id, new_tokens)
+            yield new_tokens
+            if end_token_ids is not None:
+                ended |= np.isin(new_tokens, end_token_ids)
+                if ended.all():
+                    return
+
+
+def run_loop(model, sampler, inputs, seed, options):
+    """The token buffer after the compiled loop has filled it."""
+    loop = generation_loop(
+        model,
+        sampler,
+        input_shapes=tuple(value.shape for value in inputs.values()),
+        **options,
+    )
+    loop.reseed(seed)
+    return np.asarray(loop.predict_on_batch(inputs))
+
+
+class GenerationLoop(keras.Model):
+    """Prefill and keras-hub's sampling loop as one Keras model.
+
+    Being a model lets `predict_on_batch` compile the whole loop per input
+    shape on each backend, with the decoded model's weights (and the
+    sampler's random state) passed in as state rather than baked in as
+    constants.
+    """
+
+    def __init__(self, model, use_cache, sampler, end_token_ids, step):
+        super().__init__(name="generation_loop")
+        self.wrapped_model = model
+        self.use_cache = use_cache
+        # The model's `call_with_cache`, or on PyTorch its traced version.
+        self.call_with_cache = step
+        self.sampler = sampler
+        # Tracked, so that the random state advances between calls.
+        self.seed_generator = getattr(sampler, "seed_generator", None)
+        self.end_token_ids = end_token_ids
+        self.built = True
+
+    def reseed(self, seed):
+        if self.seed_generator is not None:
+            fresh = keras.random.SeedGenerator(seed)
+            self.seed_generator.state.assign(fresh.state.value)
+
+    def call(self, inputs):
+        tokens = inputs["tokens"]
+        encoder_inputs = {
+            name: value
+            for name, value in inputs.items()
+            if name not in ("tokens", "prompt_lengths")
+        }
+        # The sampler overwrites no prompt token and starts at the shortest
+        # prompt; longer prompts are copied through until they end.
+        positions = ops.arange(ops.shape(tokens)[1])[None, :]
+        prompt_lengths = ops.cast(inputs["prompt_lengths"], "int32")
+        prompt_mask = positions < prompt_lengths[:, None]
+        if self.use_cache:
+            next_logits, cache = self._cached_step(tokens, encoder_inputs)
+        else:
+            next_logits, cache = self._uncached_step(encoder_inputs)
+        return self.sampler(
+            next_logits,
+            tokens,
+            cache=cache,
+            index=ops.min(prompt_lengths),
+            mask=prompt_mask,
+            stop_token_ids=self.end_token_ids,
+            model=self,
+        )
+
+    def _cached_step(self, tokens, encoder_inputs):
+        """The sampler's step function and the prefilled cache."""
+        model = self.wrapped_model
+        batch_size, max_length = ops.shape(tokens)[0], ops.shape(tokens)[1]
+        cache = model.initial_cache(batch_size, max_length, **encoder_inputs)
+        _, cache = self.call_with_cache(tokens, cache, 0)
+
+        def next_logits(tokens, cache, index):
+            # Beam search calls this with `num_beams` rows per prompt.
+            token = ops.slice(tokens, (0, index - 1), (ops.shape(tokens)[0], 1))
+            logits, cache = self.call_with_cache(token, cache, index - 1)
+            return logits[:, 0, :], None, cache
+
+        return next_logits, cache
+
+    def _uncached_step(self, encoder_inputs):
+        """The sampler's step function running the whole model, and the
+        encoder inputs as its cache."""
+
+        def next_logits(tokens, cache, index):
+            inputs = {**cache, "decoder_tokens": tokens} if cache else tokens
+            logits = self.wrapped_model(inputs)
+            return ops.take(logits, index - 1, axis=1), None, cache
+
+        return next_logits, encoder_inputs
+
+
+def make_sampler(sampler, temperature, k, p, num_beams):
+    samplers = require("keras_hub.samplers", "nlp", "keras_tfm.generation")
+    if sampler == "greedy":
+        return samplers.GreedySampler()
+    if sampler == "top_k":
+        return samplers.TopKSampler(k=k, temperature=temperature)
+    if sampler == "top_p":
+        return samplers.TopPSampler(p=p, temperature=temperature)
+    return samplers.BeamSampler(num_beams=num_beams, temperature=temperature)
+
+
+def generation_loop(model, sampler, **options):
+    """The compiled loop for this model, sampler and input shapes.
+
+    One loop per input shape: TensorFlow would otherwise retrace a second
+    shape with unknown dimensions, which keras-hub's beam search rejects.
+    """
+    key = (sampler, *sorted(options.items()))
+    loops = model_cache(model)
+    if key not in loops:
+        loop = GenerationLoop(
+            model,
+            options["use_cache"],
+            make_sampler(
+                sampler,
+                options["temperature"],
+                options["k"],
+                options["p"],
+                options["num_beams"],
+            ),
+            options["end_token_ids"],
+            step_function(model, options["torch_step"], loops),
+        )
+        # XLA on TensorFlow and JAX; torch.compile would recompile as the
+        # loop's index changes, and eager PyTorch runs the step as is.
+        loop.compile(jit_compile=keras.backend.backend() != "torch")
+        loops[key] = loop
+    return loops[key]
+
+
+def model_cache(model):
+    """The dict of compiled loops and traced steps kept on `model`."""
+    loops = getattr(model, _LOOPS_ATTRIBUTE, None)
+    if loops is None:
+        loops = {}
+        # Set past Keras's attribute tracking: the loops are a cache that
+        # lives and dies with the model, not one of its layers (a global
+        # cache would keep every model it has seen alive).
+        object.__setattr__(model, _LOOPS_ATTRIBUTE, loops)
+    return loops
+
+
+def step_function(model, torch_step, loops):
+    """What the loop calls for a cached step: `model.call_with_cache`, or
+    on PyTorch its `TorchStep`, one per mode and model."""
+    if torch_step in (None, "eager") or not can_use_cache(model):
+        return getattr(model, "call_with_cache", None)
+    key = ("torch_step", torch_step)
+    if key not in loops:
+        loops[key] = TorchStep(model, compile_program=torch_step == "compile")
+    return loops[key]
