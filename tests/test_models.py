@@ -250,3 +250,22 @@ def test_config_lists_every_constructor_argument(case):
     expected = set(arguments) - {"self", "kwargs"}
     assert expected <= set(model.get_config())
     assert model.name == type(model).from_config(model.get_config()).name
+
+
+def test_padding_id_is_an_option_not_a_literal():
+    # RoBERTa pads with id 1, and id 0 is a real token there.
+    options = {"num_layers": 1, "embed_dim": 8, "num_heads": 2, "ff_dim": 8}
+    encoder = models.TextEncoder(20, 8, padding_id=1, **options)
+    real = np.array([[0, 5, 6]])
+    padded = np.array([[0, 5, 6, 1, 1]])
+    np.testing.assert_allclose(
+        to_numpy(encoder(padded))[:, :3], to_numpy(encoder(real)), atol=1e-5
+    )
+    translator = models.Seq2SeqTransformer(20, 8, padding_id=1, **options)
+    target = np.array([[2, 3]])
+    logits = {
+        name: to_numpy(translator({"encoder_tokens": source,
+                                   "decoder_tokens": target}))
+        for name, source in (("real", real), ("padded", padded))
+    }  # fmt: skip
+    np.testing.assert_allclose(logits["padded"], logits["real"], atol=1e-5)
