@@ -187,5 +187,5 @@ def test_a_seq2seq_without_final_norms_cannot_take_a_torch_transformer():
         num_heads=4, ff_dim=32,
     )  # fmt: skip
     transformer = nn.Transformer(16, 4, 1, 1, 32, batch_first=True)
-    with pytest.raises(ValueError, match="final_norm=True"):
+    with pytest.raises(ValueError, match="stack_norms=True"):
         interop.load_torch_transformer(model, transformer)

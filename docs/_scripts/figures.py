@@ -12,7 +12,8 @@ import numpy as np
 
 from keras_tfm import EncoderBlock, MultiHeadSelfAttention, models
 from keras_tfm.layers.masks import causal_mask, merge_masks
-from keras_tfm.layers.positional import RotaryEmbedding, sinusoidal_signal
+from keras_tfm.layers.positional import sinusoidal_signal
+from keras_tfm.layers.rotary import RotaryEmbedding
 from keras_tfm.visualize import plot_attention, plot_positional_encoding
 
 OUTPUT = os.path.join(
@@ -38,17 +39,22 @@ def sentence_embeddings(width):
 
 def scaled_dot_product_attention():
     layer = MultiHeadSelfAttention(num_heads=1)
-    _, scores = layer(sentence_embeddings(8), return_attention_scores=True)
+    result = layer(sentence_embeddings(8), return_attention_scores=True)
     save(
-        plot_attention(scores, SENTENCE, SENTENCE, title="softmax(QKᵀ/√d)"),
+        plot_attention(
+            result.scores, SENTENCE, SENTENCE, title="softmax(QKᵀ/√d)"
+        ),
         "attention_weights.png",
     )
 
 
 def multi_head_attention():
     layer = MultiHeadSelfAttention(num_heads=4)
-    _, scores = layer(sentence_embeddings(32), return_attention_scores=True)
-    save(plot_attention(scores, SENTENCE, SENTENCE), "multi_head_weights.png")
+    result = layer(sentence_embeddings(32), return_attention_scores=True)
+    save(
+        plot_attention(result.scores, SENTENCE, SENTENCE),
+        "multi_head_weights.png",
+    )
 
 
 def positional_encodings():
@@ -113,13 +119,15 @@ def residual_norms():
 
     x = np.random.default_rng(0).normal(size=(4, 16, 64)).astype("float32")
     figure, axis = plt.subplots(figsize=(6, 4))
-    for norm_first in (False, True):
+    for placement in ("post", "pre"):
         hidden, norms = x, [np.linalg.norm(x, axis=-1).mean()]
         for _ in range(12):
-            block = EncoderBlock(4, 128, dropout=0.0, norm_first=norm_first)
+            block = EncoderBlock(
+                4, 128, dropout=0.0, norm={"placement": placement}
+            )
             hidden = keras.ops.convert_to_numpy(block(hidden))
             norms.append(np.linalg.norm(hidden, axis=-1).mean())
-        label = "pre-norm (norm_first=True)" if norm_first else "post-norm"
+        label = f'{placement}-norm (placement "{placement}")'
         axis.plot(norms, marker="o", label=label)
     axis.set_xlabel("blocks")
     axis.set_ylabel("mean ‖x‖ of the residual stream")

@@ -148,14 +148,14 @@ def load_torch_transformer(model, transformer):
     `model.encoder_blocks` / `model.decoder_blocks`, and the final encoder
     and decoder norms into `model.encoder_norm` / `model.decoder_norm`.
     PyTorch's `Transformer` always ends each stack with a LayerNorm, which
-    the model has with `final_norm=True` (the default for
-    `norm_first=True`). Build the model with the PyTorch layers'
-    `norm_first`. Embeddings and the
+    the model has with `stack_norms=True` (the default for pre-norm
+    blocks). Build the model with the PyTorch layers' placement
+    (`norm={"placement": "pre"}` for `norm_first=True`). Embeddings and the
     output projection are not part of `torch.nn.Transformer` and are left
     as they are.
 
     Args:
-        model: A `models.Seq2SeqTransformer` built with `final_norm=True`
+        model: A `models.Seq2SeqTransformer` built with `stack_norms=True`
             and as many layers as `transformer`.
         transformer: A `torch.nn.Transformer`.
 
@@ -174,7 +174,7 @@ def load_torch_transformer(model, transformer):
     )
     model = models.seq2seq_transformer(
         vocab_size=50, sequence_length=8, num_layers=1, embed_dim=16,
-        num_heads=4, ff_dim=32, norm_first=True,
+        num_heads=4, ff_dim=32, norm={"placement": "pre"},
     )
     interop.load_torch_transformer(model, transformer)
     ```
@@ -193,9 +193,9 @@ def load_torch_transformer(model, transformer):
     if model.encoder_norm is None or model.decoder_norm is None:
         raise ValueError(
             "torch.nn.Transformer ends each stack with a LayerNorm, which "
-            "`models.seq2seq_transformer` has with `final_norm=True` (the "
-            "default for `norm_first=True`). Build `model` with "
-            "`final_norm=True`."
+            "`models.seq2seq_transformer` has with `stack_norms=True` (the "
+            "default for pre-norm blocks). Build `model` with "
+            "`stack_norms=True`."
         )
     stacks = (
         ("encoder", model.encoder_blocks, model.encoder_norm),

@@ -1,6 +1,6 @@
 """Transformer encoder and decoder blocks."""
 
-import collections
+import typing
 
 import keras
 from keras import ops
@@ -218,13 +218,20 @@ class EncoderBlock(_TransformerBlock):
         return x
 
 
-DecoderResult = collections.namedtuple(
-    "DecoderResult",
-    ["outputs", "self_attention_scores", "cross_attention_scores"],
-)
-DecoderResult.__doc__ = """A decoder block's output and attention weights,
-from a call with `return_attention_scores=True`; `cross_attention_scores`
-is None for a block without cross-attention."""
+class DecoderResult(typing.NamedTuple):
+    """A decoder block's output and attention weights, from a call with
+    `return_attention_scores=True`.
+
+    Attributes:
+        outputs: `(batch, seq, width)`.
+        self_attention_scores: `(batch, num_heads, seq, seq)`.
+        cross_attention_scores: `(batch, num_heads, seq, context_seq)`, or
+            None for a block without cross-attention.
+    """
+
+    outputs: typing.Any
+    self_attention_scores: typing.Any
+    cross_attention_scores: typing.Any
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -318,14 +325,19 @@ class DecoderBlock(_TransformerBlock):
         ff_dim=None,
         dropout=0.1,
         *legacy_arguments,
+        attention=None,
+        feed_forward=None,
+        norm=None,
         cross_attention=True,
         **kwargs,
     ):
         if len(legacy_arguments) > len(LEGACY_POSITIONAL):  # 0.1's order
             *legacy_arguments, cross_attention = legacy_arguments
         super().__init__(
-            num_heads, ff_dim, dropout, *legacy_arguments, **kwargs
-        )
+            num_heads, ff_dim, dropout, *legacy_arguments,
+            attention=attention, feed_forward=feed_forward, norm=norm,
+            **kwargs,
+        )  # fmt: skip
         self.has_cross_attention = cross_attention
         self.cross_attention_layer = None
 

@@ -1,7 +1,7 @@
 """Which attention kernel runs where: the backend rules, in one place.
 
-Attention layers call `attend`, which takes either the explicit formula
-(`attention_with_scores`: einsum, float32 softmax, einsum) or
+Attention layers take either the explicit formula (`attention_with_scores`:
+einsum, float32 softmax, einsum) or `fused_attention`, which calls
 `keras.ops.dot_product_attention` (the backend's fused kernel: flash
 attention, cuDNN or SDPA). The rules below choose between them per backend
 and device; the measurements behind each rule are in the performance guide

@@ -1,7 +1,7 @@
 """What the attention layers share: projections, the attention step,
 the key/value cache layout and the named results of their calls."""
 
-import collections
+import typing
 
 import keras
 from keras import ops
@@ -16,16 +16,30 @@ from keras_tfm.layers.validation import (
 
 PROJECTIONS = ("query", "key", "value", "output")
 
-AttentionResult = collections.namedtuple(
-    "AttentionResult", ["outputs", "scores"]
-)
-AttentionResult.__doc__ = """An attention layer's or encoder block's output
-and attention weights `(batch, num_heads, q_len, k_len)`, from a call with
-`return_attention_scores=True`."""
 
-CachedResult = collections.namedtuple("CachedResult", ["outputs", "cache"])
-CachedResult.__doc__ = """The output and the updated key/value cache, from
-`call_with_cache`."""
+class AttentionResult(typing.NamedTuple):
+    """An attention layer's or encoder block's output and its attention
+    weights, from a call with `return_attention_scores=True`.
+
+    Attributes:
+        outputs: `(batch, q_len, width)`.
+        scores: `(batch, num_heads, q_len, k_len)`.
+    """
+
+    outputs: typing.Any
+    scores: typing.Any
+
+
+class CachedResult(typing.NamedTuple):
+    """The output and the updated key/value cache, from `call_with_cache`.
+
+    Attributes:
+        outputs: `(batch, n, width)`, the new positions.
+        cache: The updated cache, to pass to the next call.
+    """
+
+    outputs: typing.Any
+    cache: typing.Any
 
 
 def heads_first_cache(key, value):

@@ -46,12 +46,8 @@ def norm_options(norm=None, defaults=None):
     check_choice("norm['type']", options["type"], tuple(NORM_TYPES))
     check_choice("norm['placement']", options["placement"], PLACEMENTS)
     epsilon = options["epsilon"]
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
-        raise ValueError(
-            "`norm['epsilon']` must be a positive number. Received: "
-            f"epsilon={epsilon!r}"
-        )
-    if epsilon <= 0:
+    number = isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool)
+    if not number or epsilon <= 0:
         raise ValueError(
             "`norm['epsilon']` must be a positive number. Received: "
             f"epsilon={epsilon!r}"
@@ -61,6 +57,11 @@ def norm_options(norm=None, defaults=None):
 
 def normalization(options, name, dtype=None):
     """A new, unbuilt norm layer for complete `options` (`norm_options`)."""
-    return NORM_TYPES[options["type"]](
+    layer = NORM_TYPES[options["type"]](
         epsilon=options["epsilon"], name=name, dtype=dtype
     )
+    # Each position is normalised alone, so a padding mask passes through
+    # (Keras's RMSNormalization would drop it, and the loss would count
+    # padding).
+    layer.supports_masking = True
+    return layer
