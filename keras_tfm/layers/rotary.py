@@ -199,6 +199,8 @@ class RotaryEmbedding(keras.layers.Layer):
         super().__init__(**kwargs)
         self.max_wavelength = _positive_number("max_wavelength", max_wavelength)
         self.scaling = _check_scaling(scaling)
+        # Each position is rotated alone: a padding mask passes through.
+        self.supports_masking = True
         self.built = True
 
     def inverse_frequencies(self, head_dim, length):
