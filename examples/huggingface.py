@@ -53,8 +53,9 @@ def make_random_checkpoint(directory, texts, quick):
         n_embd=64 if quick else 128,
         n_layer=2,
         n_head=4,
-        bos_token_id=0,
-        eos_token_id=0,
+        # The tokenizer learned here has no special tokens.
+        bos_token_id=None,
+        eos_token_id=None,
     )
     transformers.GPT2LMHeadModel(config).save_pretrained(directory)
     tokenizer.save(os.path.join(directory, "tokenizer.json"))
@@ -71,9 +72,15 @@ def training_windows(token_ids, count, rng):
 
 
 def complete(model, tokenizer, prompt, new_tokens):
+    """`prompt` and its greedy continuation, up to the checkpoint's end
+    token (`generate` pads after it)."""
     ids = tokenizer.encode(prompt).ids
     generated = generation.generate(model, [ids], max_new_tokens=new_tokens)
-    return prompt + tokenizer.decode(generated[0].tolist())
+    tokens = generated[0].tolist()
+    ends = model.special_token_ids.get("eos")
+    ends = ends if isinstance(ends, list) else [ends]
+    ended = [i for i, token in enumerate(tokens) if token in ends]
+    return prompt + tokenizer.decode(tokens[: ended[0] + 1 if ended else None])
 
 
 def causal_lm_session(model, tokenizer, texts, args):

@@ -5,9 +5,15 @@ TensorFlow, keras-hub and the backend once instead of once per example.
 """
 
 import os
+import pty
+import re
 import runpy
+import select
+import subprocess
 import sys
+import time
 
+import keras
 import pytest
 
 from tests.conftest import run_module
@@ -75,6 +81,54 @@ def test_examples_run_quick(tmp_path):
         if "same predicted class" in line
     ]
     assert served and all("class 100.0%" in line for line in served), served
+
+
+def read_until(fd, text, timeout):
+    """What the terminal shows until `text` appears (or `timeout`)."""
+    shown, deadline = b"", time.monotonic() + timeout
+    while text.encode() not in shown and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                shown += os.read(fd, 4096)
+            except OSError:  # the program has exited
+                break
+    return shown.decode("utf-8", errors="replace")
+
+
+@pytest.mark.slow
+def test_chat_in_a_terminal():
+    """examples/chat.py as a user runs it: two messages, each reply
+    streamed, then Ctrl-D."""
+    terminal, program_side = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "chat.py", "--quick"],
+        cwd=EXAMPLES,
+        stdin=program_side,
+        stdout=program_side,
+        stderr=program_side,
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+    )
+    os.close(program_side)
+    try:
+        start = read_until(terminal, "you> ", timeout=240)
+        assert "Ctrl-D quits" in start, start[-2000:]
+        turns = []
+        for message in ("Hello, who are you?", "Où est 東京?"):
+            os.write(terminal, message.encode() + b"\n")
+            turns.append(read_until(terminal, "you> ", timeout=120))
+        os.write(terminal, b"\x04")  # Ctrl-D: end of input
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(terminal)
+    for message, shown in zip(("Hello, who", "東京"), turns, strict=True):
+        # The terminal echoes the message; the reply (random text, which may
+        # hold newlines) follows "model> ", then the next prompt.
+        assert re.fullmatch(
+            rf"[^\n]*{message}[^\n]*\r?\nmodel> .*\r?\nyou> ", shown, re.DOTALL
+        ), shown
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ activations reach the range where a GELU approximation or an epsilon shows.
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -35,12 +36,25 @@ def gpt2(**overrides):
 
 
 def llama(**overrides):
-    config = transformers.LlamaConfig(
-        vocab_size=101, max_position_embeddings=40, hidden_size=48,
-        intermediate_size=72, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, rope_theta=500000.0, **overrides,
-    )  # fmt: skip
+    config = transformers.LlamaConfig(**{
+        "vocab_size": 101, "max_position_embeddings": 40, "hidden_size": 48,
+        "intermediate_size": 72, "num_hidden_layers": 2,
+        "num_attention_heads": 6, "num_key_value_heads": 2,
+        "rope_theta": 500000.0, **overrides,
+    })  # fmt: skip
     return transformers.LlamaForCausalLM(config)
+
+
+def llama3():
+    """Llama 3.1's rope scaling, and heads of 12 on a width of 48 / 6."""
+    return llama(
+        head_dim=12,
+        rope_parameters={
+            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
+    )  # fmt: skip
 
 
 def mistral():
@@ -50,6 +64,15 @@ def mistral():
         num_key_value_heads=3, sliding_window=24,
     )  # fmt: skip
     return transformers.MistralForCausalLM(config)
+
+
+def qwen2(**overrides):
+    config = transformers.Qwen2Config(
+        vocab_size=101, max_position_embeddings=40, hidden_size=48,
+        intermediate_size=72, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, bos_token_id=1, eos_token_id=2, **overrides,
+    )  # fmt: skip
+    return transformers.Qwen2ForCausalLM(config)
 
 
 def bert_config(**overrides):
@@ -101,24 +124,12 @@ def torch_outputs(reference, inputs):
     return outputs.last_hidden_state
 
 
-def case_gpt2():
-    return gpt2(), TOKENS, {"input_ids": torch.tensor(TOKENS)}
+def causal(reference, tokens=TOKENS):
+    return reference, tokens, {"input_ids": torch.tensor(tokens)}
 
 
-def case_llama():
-    return llama(), TOKENS, {"input_ids": torch.tensor(TOKENS)}
-
-
-def case_llama_tied():
-    return (
-        llama(tie_word_embeddings=True),
-        TOKENS,
-        {"input_ids": torch.tensor(TOKENS)},
-    )
-
-
-def case_mistral():
-    return mistral(), TOKENS, {"input_ids": torch.tensor(TOKENS)}
+# A dynamic scaling acts past `max_position_embeddings` (8): 12 positions.
+LONG_TOKENS = np.arange(5, 29).reshape(2, 12)
 
 
 def bert_inputs():
@@ -162,10 +173,23 @@ def case_vit():
 
 
 CASES = {
-    "gpt2": case_gpt2,
-    "llama": case_llama,
-    "llama_tied": case_llama_tied,
-    "mistral": case_mistral,
+    "gpt2": lambda: causal(gpt2()),
+    "llama": lambda: causal(llama()),
+    "llama_tied": lambda: causal(llama(tie_word_embeddings=True)),
+    "llama3": lambda: causal(llama3()),
+    "llama_linear": lambda: causal(
+        llama(rope_parameters={"rope_type": "linear", "factor": 2.0})
+    ),
+    "llama_dynamic": lambda: causal(
+        llama(
+            max_position_embeddings=8,
+            rope_parameters={"rope_type": "dynamic", "factor": 2.0},
+        ),
+        LONG_TOKENS,
+    ),
+    "mistral": lambda: causal(mistral()),
+    "qwen2": lambda: causal(qwen2()),
+    "qwen2_tied": lambda: causal(qwen2(tie_word_embeddings=True)),
     "bert": case_bert,
     "bert_classifier": case_bert_classifier,
     "bert_masked_lm": case_bert_masked_lm,
@@ -175,17 +199,23 @@ CASES = {
 }
 
 
-def scale_feed_forward(reference, factor=4.0):
+def widen(reference, factor=4.0):
+    """Feed-forward weights scaled up; biases and norm scales made random
+    (transformers starts them at 0 and 1, where a lost one would not show)."""
     names = ("mlp", "intermediate", "output.dense", "DenseReluDense")
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, weight in reference.named_parameters():
             if weight.ndim == 2 and any(part in name for part in names):
                 weight.mul_(factor)
+            if weight.ndim == 1:
+                noise = torch.randn(weight.shape, generator=generator)
+                weight.add_(0.2 * noise)
 
 
 def saved(reference, directory, **options):
     reference.eval()
-    scale_feed_forward(reference)
+    widen(reference)
     reference.save_pretrained(directory, **options)
     return str(directory)
 
@@ -208,16 +238,25 @@ def real_positions(case, outputs, inputs):
     return outputs
 
 
+class Checkpoints(dict):
+    """Each case's checkpoint directory, reference model and inputs, made
+    when a test first asks for it (xdist workers make only theirs)."""
+
+    def __init__(self, tmp_path_factory):
+        super().__init__()
+        self.tmp_path_factory = tmp_path_factory
+
+    def __missing__(self, case):
+        torch.manual_seed(0)
+        reference, inputs, torch_inputs = CASES[case]()
+        directory = saved(reference, self.tmp_path_factory.mktemp(case))
+        self[case] = directory, reference, inputs, torch_inputs
+        return self[case]
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Each case's checkpoint directory, reference model and inputs."""
-    built = {}
-    for case, make in CASES.items():
-        torch.manual_seed(0)
-        reference, inputs, torch_inputs = make()
-        directory = saved(reference, tmp_path_factory.mktemp(case))
-        built[case] = directory, reference, inputs, torch_inputs
-    return built
+    return Checkpoints(tmp_path_factory)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -229,31 +268,78 @@ def test_loaded_model_equals_transformers(case, checkpoints):
         real_positions(case, to_numpy(model(inputs)), inputs),
         real_positions(case, expected, inputs),
     )
+    assert model.huggingface_model_type == reference.config.model_type
+    assert_every_option_declared(model)
+
+
+def assert_every_option_declared(model):
+    """Writing refuses what a family cannot express only if each option of
+    the model is one of its fields or fixed values."""
+    from keras_tfm.interop import huggingface
+    from keras_tfm.interop.huggingface.fields import declared_paths
+
+    family = huggingface._family_of_model(model, model.huggingface_model_type)
+    declared = declared_paths(family.fields)
+    records = {"name", "trainable", "special_token_ids"}
+    records |= {"huggingface_model_type", "num_heads", "ff_dim"}
+    for path in option_paths(family.model_options(model), records):
+        assert any(
+            path == known or path.startswith(known + ".") for known in declared
+        ), path
 
 
 def test_the_wrong_gelu_would_be_caught(checkpoints):
     directory, reference, inputs, torch_inputs = checkpoints["gpt2"]
     model = interop.from_huggingface(directory)
-    exact_gelu = models.CausalLM.from_config(
-        {**model.get_config(), "activation": "gelu"}
-    )
+    config = model.get_config()
+    config["feed_forward"] = {**config["feed_forward"], "activation": "gelu"}
+    exact_gelu = models.CausalLM.from_config(config)
     exact_gelu.set_weights(model.get_weights())
     expected = torch_outputs(reference, torch_inputs).numpy()
     with pytest.raises(AssertionError):
         assert_close(exact_gelu(inputs), expected)
 
 
-WRITTEN_BACK = [
-    "gpt2", "llama", "bert_classifier", "bert_masked_lm", "vit", "t5",
-    "t5_gated",
-]  # fmt: skip
+def option_paths(options, records, prefix=""):
+    for key, value in options.items():
+        if key in records:
+            continue
+        if isinstance(value, dict):
+            yield from option_paths(value, records, f"{prefix}{key}.")
+        else:
+            yield prefix + key
 
 
-@pytest.mark.parametrize("case", WRITTEN_BACK)
+def assert_transformers_reloads(case, model, checkpoint, directory):
+    """`model` written to `directory`, loaded by transformers as the
+    reference's own family, computes what `model` computes."""
+    _, reference, inputs, torch_inputs = checkpoint
+    with open(os.path.join(directory, "config.json")) as file:
+        assert json.load(file)["model_type"] == reference.config.model_type
+    reloaded = type(reference).from_pretrained(directory).eval()
+    expected = real_positions(case, to_numpy(model(inputs)), inputs)
+
+    def theirs(torch_model):
+        outputs = torch_outputs(torch_model, torch_inputs).numpy()
+        return real_positions(case, outputs, inputs)
+
+    assert not np.allclose(expected, theirs(reference), atol=1e-4)
+    assert_close(expected, theirs(reloaded))
+
+
+# Trained with `fit`; the other causal LMs, whose layout these share, with
+# changed weights (cheaper: no compiled training step).
+TRAINED = ["gpt2", "llama3", "bert_classifier", "bert_masked_lm", "vit", "t5",
+           "t5_gated"]  # fmt: skip
+CHANGED = ["llama", "llama_tied", "llama_linear", "llama_dynamic", "mistral",
+           "qwen2", "qwen2_tied"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TRAINED)
 def test_trained_model_writes_back_for_transformers(
     case, checkpoints, tmp_path
 ):
-    directory, reference, inputs, torch_inputs = checkpoints[case]
+    directory, _, inputs, _ = checkpoints[case]
     model = interop.from_huggingface(directory)
     targets = np.zeros(len(TOKENS), "int32")
     if isinstance(model, models.CausalLM):
@@ -268,21 +354,26 @@ def test_trained_model_writes_back_for_transformers(
     )
     model.fit(inputs, targets, epochs=1, verbose=0)
     interop.to_huggingface(model, tmp_path)
-    reloaded = type(reference).from_pretrained(tmp_path).eval()
-    expected = real_positions(case, to_numpy(model(inputs)), inputs)
+    assert_transformers_reloads(case, model, checkpoints[case], tmp_path)
 
-    def theirs(torch_model):
-        outputs = torch_outputs(torch_model, torch_inputs).numpy()
-        return real_positions(case, outputs, inputs)
 
-    assert not np.allclose(expected, theirs(reference), atol=1e-4)
-    assert_close(expected, theirs(reloaded))
+@pytest.mark.parametrize("case", CHANGED)
+def test_changed_weights_write_back_for_transformers(
+    case, checkpoints, tmp_path
+):
+    model = interop.from_huggingface(checkpoints[case][0])
+    rng = np.random.default_rng(0)
+    model.set_weights(
+        [w + 0.05 * rng.normal(size=w.shape) for w in model.get_weights()]
+    )
+    interop.to_huggingface(model, tmp_path)
+    assert_transformers_reloads(case, model, checkpoints[case], tmp_path)
 
 
 def test_a_model_built_here_writes_a_gpt2_checkpoint(tmp_path):
-    model = models.causal_lm(
+    model = models.CausalLM(
         vocab_size=53, sequence_length=16, num_layers=1, embed_dim=24,
-        num_heads=3, ff_dim=40, activation="gelu_tanh",
+        num_heads=3, ff_dim=40, feed_forward={"activation": "gelu_tanh"},
     )  # fmt: skip
     interop.to_huggingface(model, tmp_path)
     reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
@@ -291,33 +382,75 @@ def test_a_model_built_here_writes_a_gpt2_checkpoint(tmp_path):
     assert_close(model(tokens), expected.numpy())
 
 
-@pytest.mark.parametrize("case", ["gpt2", "llama"])
+def test_a_model_built_here_writes_the_family_asked_for(tmp_path):
+    model = models.CausalLM(
+        vocab_size=53, sequence_length=16, num_layers=1, embed_dim=24,
+        num_heads=3, ff_dim=40, attention={"rotary": True, "num_kv_heads": 1,
+        "use_bias": ["query", "key", "value"]}, norm="rms",
+        feed_forward={"activation": "swiglu", "use_bias": False},
+        output_bias=False, tie_embeddings=False,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    model.set_weights(
+        [w + rng.normal(size=w.shape) for w in model.get_weights()]
+    )
+    with pytest.raises(ValueError, match=r"attention.use_bias=\['query'"):
+        interop.to_huggingface(model, tmp_path)  # guessed: Llama
+    interop.to_huggingface(model, tmp_path, model_type="qwen2")
+    reference = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path).eval()
+    tokens = TOKENS % 53
+    expected = torch_outputs(reference, {"input_ids": torch.tensor(tokens)})
+    assert_close(model(tokens), expected.numpy())
+
+
+def transformers_generate(reference, prompt, max_new_tokens, **options):
+    """transformers' greedy tokens after `prompt`, with its checkpoint's
+    generation config (its end token) unless `options` say otherwise."""
+    with torch.no_grad():
+        tokens = reference.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            **options,
+        )
+    return tokens[0, len(prompt) :].numpy()
+
+
+def assert_same_tokens(ours, theirs, pad=0):
+    """transformers stops at the end token; keras_tfm pads after it."""
+    np.testing.assert_array_equal(ours[: len(theirs)], theirs)
+    assert (ours[len(theirs) :] == pad).all()
+
+
+# Prompts of different lengths, with id 0 (GPT-2's "!") in them: lists are
+# never stripped, and these checkpoints have no padding id.
+PROMPTS = [[5, 6, 7, 8, 9], [0, 11], [12, 0, 0]]
+GENERATED = ["gpt2", "llama3", "llama_dynamic", "mistral", "qwen2"]
+
+
+@pytest.mark.parametrize("case", GENERATED)
 def test_greedy_generation_equals_transformers(case, checkpoints):
     directory, reference, _, _ = checkpoints[case]
     model = interop.from_huggingface(directory)
-    prompts = [[5, 6, 7, 8, 9], [10, 11]]
-    ours = generation.generate(model, prompts, max_new_tokens=6)
-    for prompt, tokens in zip(prompts, ours, strict=True):
-        with torch.no_grad():
-            theirs = reference.generate(
-                torch.tensor([prompt]),
-                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                max_new_tokens=6,
-                do_sample=False,
-                eos_token_id=None,
-                pad_token_id=0,
-            )
-        np.testing.assert_array_equal(tokens, theirs[0, len(prompt) :].numpy())
+    assert model.special_token_ids["pad"] is None
+    ours = generation.generate(model, PROMPTS, max_new_tokens=6)
+    for prompt, tokens in zip(PROMPTS, ours, strict=True):
+        assert_same_tokens(tokens, transformers_generate(reference, prompt, 6))
+    if case in ("gpt2", "llama3"):  # an array is not stripped of 0 either
+        alone = generation.generate(model, np.array(PROMPTS[2:]), 6)
+        np.testing.assert_array_equal(alone[0], ours[2])
 
 
 def test_t5_translates_as_transformers_does(checkpoints):
-    """Source in, target generated from T5's start token (its padding id 0,
-    hence `pad_token_id=None`), sources of different lengths batched."""
+    """Source in, target generated from T5's start token (its padding id 0),
+    sources of different lengths batched, ending at its end token."""
     for case in ("t5", "t5_gated"):
         directory, reference, _, _ = checkpoints[case]
         model = interop.from_huggingface(directory)
+        assert model.special_token_ids == {"pad": 0, "bos": None, "eos": 1}
         prompts = {"encoder_tokens": SOURCE, "decoder_tokens": [[0], [0]]}
-        ours = generation.generate(model, prompts, 6, pad_token_id=None)
+        ours = generation.generate(model, prompts, 6)
         with torch.no_grad():
             theirs = reference.generate(
                 input_ids=torch.tensor(SOURCE),
@@ -325,9 +458,37 @@ def test_t5_translates_as_transformers_does(checkpoints):
                 max_new_tokens=6,
                 do_sample=False,
                 decoder_start_token_id=0,
-                eos_token_id=None,
             )
-        np.testing.assert_array_equal(ours, theirs[:, 1:].numpy())
+        for row, tokens in zip(ours, theirs[:, 1:].numpy(), strict=True):
+            assert_same_tokens(row, tokens)
+
+
+def test_records_survive_a_keras_file(checkpoints, tmp_path):
+    """A Mistral checkpoint, saved as a .keras file and loaded on, is
+    written back as Mistral with its special token ids."""
+    directory, reference, _, _ = checkpoints["mistral"]
+    model = interop.from_huggingface(directory)
+    model.save(tmp_path / "mistral.keras")
+    loaded = keras.models.load_model(tmp_path / "mistral.keras")
+    assert loaded.huggingface_model_type == "mistral"
+    assert loaded.special_token_ids == {"pad": None, "bos": 1, "eos": 2}
+    interop.to_huggingface(loaded, tmp_path / "written")
+    with open(tmp_path / "written" / "config.json") as file:
+        config = json.load(file)
+    assert config["model_type"] == "mistral"
+    assert config["architectures"] == ["MistralForCausalLM"]
+    assert (config["bos_token_id"], config["eos_token_id"]) == (1, 2)
+    assert config["sliding_window"] == 24
+
+
+def test_generation_config_overrides_special_tokens(checkpoints, tmp_path):
+    directory, *_ = checkpoints["gpt2"]
+    copy = tmp_path / "gpt2"
+    shutil.copytree(directory, copy)
+    with open(copy / "generation_config.json", "w") as file:
+        json.dump({"eos_token_id": [2, 3], "pad_token_id": 4}, file)
+    model = interop.from_huggingface(copy)
+    assert model.special_token_ids == {"pad": 4, "bos": 1, "eos": [2, 3]}
 
 
 def test_sharded_checkpoint_loads(tmp_path):
@@ -351,30 +512,55 @@ def edit_config(directory, **changes):
         json.dump(config, file)
 
 
-def test_unsupported_checkpoints_raise_a_clear_error(tmp_path):
-    directory = saved(gpt2(), tmp_path / "gpt2")
-    edit_config(directory, model_type="opt")
-    with pytest.raises(ValueError, match=r"model_type='opt'.*'bert', 'gpt2'"):
+def copied(checkpoints, case, tmp_path, **changes):
+    """A copy of a case's checkpoint with config.json fields changed."""
+    directory = tmp_path / case
+    shutil.copytree(checkpoints[case][0], directory)
+    edit_config(directory, **changes)
+    return directory
+
+
+UNSUPPORTED = [
+    ("gpt2", {"model_type": "opt"}, r"model_type='opt'.*'bert', 'gpt2'"),
+    ("gpt2", {"architectures": ["GPT2ForQuestionAnswering"]},
+     r"architectures=\['GPT2ForQuestionAnswering'\]"),
+    ("llama", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0}},
+     r"rope_parameters\['rope_type'\]='yarn'"),
+    ("llama", {"rope_parameters": None,
+               "rope_scaling": {"type": "longrope", "factor": 4.0}},
+     r"rope_scaling\['rope_type'\]='longrope'"),
+    ("llama", {"rope_parameters": {"rope_type": "linear", "factor": 2.0,
+                                   "attention_factor": 0.5}},
+     r"rope_parameters\['attention_factor'\]"),
+    ("llama", {"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5"),
+    ("llama", {"hidden_act": "gelu"}, "hidden_act='gelu'"),
+    ("qwen2", {"use_sliding_window": True}, "use_sliding_window=True"),
+    ("bert", {"position_embedding_type": "relative_key"},
+     "position_embedding_type='relative_key'"),
+    ("t5", {"num_decoder_layers": 3}, "num_decoder_layers=3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "changes", "message"), UNSUPPORTED)
+def test_unsupported_checkpoints_raise_a_clear_error(
+    case, changes, message, checkpoints, tmp_path
+):
+    directory = copied(checkpoints, case, tmp_path, **changes)
+    with pytest.raises(ValueError, match=message):
         interop.from_huggingface(directory)
 
-    directory = saved(llama(), tmp_path / "llama")
-    edit_config(
-        directory,
-        rope_parameters={
-            "rope_type": "linear",
-            "factor": 2.0,
-            "rope_theta": 1e4,
-        },
-    )
-    with pytest.raises(ValueError, match="rope scaling of type 'linear'"):
-        interop.from_huggingface(directory)
 
-    directory = saved(transformers.BertModel(bert_config()), tmp_path / "bert")
-    edit_config(directory, position_embedding_type="relative_key")
-    with pytest.raises(
-        ValueError, match="position_embedding_type='relative_key'"
-    ):
-        interop.from_huggingface(directory)
+def test_transformers_4_rope_scaling_loads_the_same(checkpoints, tmp_path):
+    """`rope_scaling` with a top-level `rope_theta`, as transformers 4
+    wrote them, is the same rotary embedding as `rope_parameters`."""
+    directory, reference, inputs, torch_inputs = checkpoints["llama_linear"]
+    older = copied(
+        checkpoints, "llama_linear", tmp_path, rope_parameters=None,
+        rope_scaling={"type": "linear", "factor": 2.0}, rope_theta=500000.0,
+    )  # fmt: skip
+    model = interop.from_huggingface(older)
+    expected = torch_outputs(reference, torch_inputs).numpy()
+    assert_close(model(inputs), expected)
 
 
 def test_missing_or_misshaped_tensors_are_named(tmp_path):
@@ -395,12 +581,23 @@ def test_missing_or_misshaped_tensors_are_named(tmp_path):
 
 
 def test_models_without_a_hugging_face_form_are_refused(tmp_path):
-    swiglu_gpt = models.causal_lm(
+    options = dict(
         vocab_size=30, sequence_length=8, num_layers=1, embed_dim=16,
-        num_heads=2, ff_dim=32, activation="swiglu",
+        num_heads=2, ff_dim=32,
     )  # fmt: skip
-    with pytest.raises(ValueError, match="activation='swiglu'"):
+    swiglu_gpt = models.CausalLM(
+        **options, feed_forward={"activation": "swiglu"}
+    )
+    with pytest.raises(ValueError, match="feed_forward.activation='swiglu'"):
         interop.to_huggingface(swiglu_gpt, tmp_path)
+    biased_head = models.CausalLM(
+        **options, attention={"rotary": True}, norm="rms",
+        feed_forward={"activation": "swiglu"}, tie_embeddings=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="output_bias=True; llama needs"):
+        interop.to_huggingface(biased_head, tmp_path)
+    with pytest.raises(ValueError, match="model_type='t5' is written from a"):
+        interop.to_huggingface(swiglu_gpt, tmp_path, model_type="t5")
     forecaster = models.forecaster(input_length=8, horizon=2, num_layers=1)
     with pytest.raises(ValueError, match="Received: Forecaster"):
         interop.to_huggingface(forecaster, tmp_path)

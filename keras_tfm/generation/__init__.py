@@ -30,6 +30,7 @@ nothing recompiles).
 import keras
 import numpy as np
 
+from keras_tfm.generation import text
 from keras_tfm.generation.loop import (
     make_sampler,
     model_cache,
@@ -64,8 +65,10 @@ def generate(
     seed=None,
     use_cache=True,
     torch_step="auto",
+    tokenizer=None,
+    stop_strings=None,
 ):
-    """Generates tokens after each prompt.
+    """Generates tokens (or text) after each prompt.
 
     Prompts of different lengths are batched together. Give them as a list of
     token-id lists, which are taken as they are, or as one array padded with
@@ -83,7 +86,10 @@ def generate(
             mapping tokens `(batch, seq)` to logits `(batch, seq, vocab)` is
             decoded without a cache.
         prompt_tokens: Int token ids `(batch, prompt_length)` or a list of
-            lists; for a seq2seq model the dict described above.
+            lists; for a seq2seq model the dict described above. With a
+            `tokenizer`: a string, a conversation (a list of
+            `{"role": ..., "content": ...}` messages, rendered with the
+            tokenizer's chat template), or a list of either.
         max_new_tokens: Number of tokens to generate after each prompt.
         sampler: `"greedy"`, `"top_k"`, `"top_p"` or `"beam"`.
         temperature: Divides the logits before sampling; higher is more
@@ -113,10 +119,17 @@ def generate(
             this machine (see the generation guide). A step that fails to
             trace runs eagerly, with one warning. Other backends compile the
             whole loop with XLA and take `"auto"` only.
+        tokenizer: An `interop.load_tokenizer(directory)` tokenizer: the
+            prompts are text and the result is text. `end_token_id="auto"`
+            then also takes the tokenizer's end ids.
+        stop_strings: A string or a list of strings (with a `tokenizer`):
+            each text ends before the first one it holds.
 
     Returns:
         A NumPy int array `(batch, max_new_tokens)`: the tokens generated
-        after each prompt.
+        after each prompt. With a `tokenizer`, the text generated after
+        each prompt, cut before its end token and stop string: a string for
+        one prompt (or conversation), a list of strings for a list.
 
     Example:
 
@@ -132,6 +145,14 @@ def generate(
     )  # (2, 4)
     ```
     """
+    if tokenizer is not None or stop_strings or text.is_text(prompt_tokens):
+        return _text(
+            generate, text.texts, model, prompt_tokens, max_new_tokens,
+            tokenizer, stop_strings, end_token_id, sampler=sampler,
+            temperature=temperature, k=k, p=p, num_beams=num_beams,
+            pad_token_id=pad_token_id, seed=seed, use_cache=use_cache,
+            torch_step=torch_step,
+        )  # fmt: skip
     check_positive_int("max_new_tokens", max_new_tokens)
     check_sampling(sampler, temperature, k, p, num_beams)
     torch_step = check_torch_step(torch_step)
@@ -164,7 +185,7 @@ def generate(
     for group in groups:
         buffer = np.full(
             (len(group), lengths[group].max() + max_new_tokens),
-            pad_token_id,
+            _filler_id(pad_token_id, end_token_ids),
             "int32",
         )
         for position, row in enumerate(group):
@@ -193,8 +214,10 @@ def stream(
     pad_token_id="auto",
     seed=None,
     torch_step="auto",
+    tokenizer=None,
+    stop_strings=None,
 ):
-    """Yields generated tokens as they are produced, one step at a time.
+    """Yields generated tokens (or text) as they are produced.
 
     The same decoding as `generate` (the key/value cache, keras-hub's
     samplers, the same prompts and options), run as a Python loop over the
@@ -220,10 +243,18 @@ def stream(
         pad_token_id: As for `generate`.
         seed: As for `generate`.
         torch_step: As for `generate`.
+        tokenizer: As for `generate`: the prompts are text and the stream
+            yields text.
+        stop_strings: As for `generate`; the stream stops there.
 
     Returns:
         A generator of NumPy int arrays `(batch,)`: the first new token of
-        every prompt, then the second, and so on.
+        every prompt, then the second, and so on. With a `tokenizer`, a
+        generator of text pieces that add up to `generate`'s text: strings
+        for one prompt, lists of strings (one per prompt, `""` for none
+        yet) for a list. A piece holds whole characters only: the bytes of
+        a character split over tokens wait for its last token, and text
+        that may begin a stop string waits until it cannot.
 
     Example:
 
@@ -238,6 +269,13 @@ def stream(
         print(tokens)  # one new token per prompt, as soon as it exists
     ```
     """
+    if tokenizer is not None or stop_strings or text.is_text(prompt_tokens):
+        return _text(
+            stream, text.stream_text, model, prompt_tokens, max_new_tokens,
+            tokenizer, stop_strings, end_token_id, sampler=sampler,
+            temperature=temperature, k=k, p=p, pad_token_id=pad_token_id,
+            seed=seed, torch_step=torch_step,
+        )  # fmt: skip
     check_positive_int("max_new_tokens", max_new_tokens)
     if sampler == "beam":
         raise ValueError(
@@ -267,3 +305,29 @@ def stream(
         model, step, sampler, rows, lengths, encoder_inputs,
         max_new_tokens, end_token_ids, pad_token_id,
     )  # fmt: skip
+
+
+def _filler_id(pad_token_id, end_token_ids):
+    """The id that fills the positions still to generate: not an end id,
+    which keras-hub's samplers would take for a row that has ended (a
+    checkpoint's padding id 0 is often its end id too)."""
+    taken = set(end_token_ids or ())
+    return next(
+        i for i in (pad_token_id, *range(len(taken) + 1)) if i not in taken
+    )
+
+
+def _text(
+    decode, finish, model, prompts, max_new_tokens, tokenizer, stop_strings,
+    end_token_id, **options,
+):  # fmt: skip
+    """`generate` or `stream` (`decode`) for text: the prompts encoded,
+    decoded as ids, and the new ids turned into text by `finish`."""
+    single, rows, end_token_ids, stop_strings = text.prepare(
+        model, prompts, tokenizer, stop_strings, end_token_id
+    )
+    tokens = decode(
+        model, rows, max_new_tokens, end_token_id=end_token_ids or None,
+        **options,
+    )  # fmt: skip
+    return finish(tokens, single, tokenizer, end_token_ids, stop_strings)

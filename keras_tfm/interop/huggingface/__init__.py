@@ -1,0 +1,235 @@
+"""Hugging Face checkpoints, in and out: `config.json` and safetensors.
+
+`from_huggingface(directory)` builds the keras_tfm model class that computes
+what the checkpoint's architecture computes and assigns its weights;
+`to_huggingface(model, directory)` writes a keras_tfm model back in that
+format. Weights are read and written with the `safetensors` package's NumPy
+functions, so neither `torch` nor `transformers` is needed, on any backend.
+
+Each supported architecture is a `core.Family`, declared once in its
+family's module (`gpt2`, `llama`, `bert`, `vit`, `t5`) as data that both
+directions read: config fields (`fields`) and a tensor layout (`core`).
+"""
+
+import json
+import os
+
+from keras_tfm import models
+from keras_tfm.interop.huggingface import bert, gpt2, llama, t5, vit
+from keras_tfm.interop.huggingface.core import (
+    Checkpoint,
+    check_covered,
+    read_json,
+    safetensors,
+)
+from keras_tfm.interop.huggingface.fields import (
+    checkpoint_config,
+    model_options,
+    special_token_config,
+    special_token_ids,
+)
+
+__all__ = ["from_huggingface", "to_huggingface"]
+
+FAMILIES = (
+    *gpt2.FAMILIES,
+    *llama.FAMILIES,
+    *bert.FAMILIES,
+    *vit.FAMILIES,
+    *t5.FAMILIES,
+)
+
+
+def from_huggingface(directory):
+    """Builds a keras_tfm model from a Hugging Face checkpoint directory.
+
+    Reads `config.json` and the weights (`model.safetensors`, or the shards
+    listed in `model.safetensors.index.json`) and returns the matching model
+    class with the checkpoint's weights:
+
+    | `model_type` | architectures | keras_tfm model |
+    |---|---|---|
+    | `gpt2` | `GPT2LMHeadModel`, `GPT2Model` | `CausalLM` |
+    | `llama` | `LlamaForCausalLM` (Llama 1 to 3.x) | `CausalLM` |
+    | `mistral` | `MistralForCausalLM` | `CausalLM` |
+    | `qwen2` | `Qwen2ForCausalLM` (Qwen2, Qwen2.5) | `CausalLM` |
+    | `bert` | `BertModel` | `TextEncoder` |
+    | `bert` | `BertForSequenceClassification` | `TextClassifier` |
+    | `bert` | `BertForMaskedLM` | `MaskedLM` (untied head) |
+    | `vit` | `ViTForImageClassification` | `ViTClassifier` |
+    | `t5` | `T5ForConditionalGeneration` | `Seq2SeqTransformer` |
+
+    The model records where it came from, in its config (so a `.keras`
+    file keeps it): `huggingface_model_type`, the family `to_huggingface`
+    writes it back as, and `special_token_ids`, the checkpoint's padding,
+    start and end ids (config.json's, overridden by generation_config.json's;
+    None where it has none), which `generation.generate` uses by default.
+
+    Inputs follow Keras conventions: token ids `(batch, seq)` (BERT masks
+    its padding id and takes `segment_ids` for token types) and images
+    channels-last. Llama, Mistral and Qwen2 become a `CausalLM` with rotary
+    positions, RMS norms and SwiGLU; a Mistral model's `sequence_length`
+    is its sliding window, within which the two attentions are the same;
+    a `dynamic` rope scaling's, `max_position_embeddings` times its factor.
+
+    Args:
+        directory: The checkpoint directory (a local snapshot).
+
+    Returns:
+        The keras_tfm model, in float32.
+
+    Raises:
+        ValueError: For an unsupported `model_type`, architecture or config
+            field (naming it), or a checkpoint tensor that is missing or
+            has the wrong shape (naming the tensor).
+
+    Example:
+
+    ```python
+    import transformers
+    from keras_tfm import interop
+
+    config = transformers.GPT2Config(
+        vocab_size=100, n_positions=32, n_embd=32, n_layer=1, n_head=2
+    )
+    transformers.GPT2LMHeadModel(config).save_pretrained("tiny-gpt2")
+    model = interop.from_huggingface("tiny-gpt2")  # a models.CausalLM
+    ```
+    """
+    config = read_json(directory, "config.json")
+    family = _family_of_config(config)
+    options = model_options(family.fields, config, family.model_type)
+    generation_config = read_json(directory, "generation_config.json", False)
+    model = family.make(
+        options,
+        special_token_ids=special_token_ids(config, generation_config),
+        huggingface_model_type=family.model_type,
+    )
+    tensors = family.tensors(model)
+    checkpoint = Checkpoint(directory, family.prefix)
+    for tensor in tensors:
+        tensor.load(checkpoint)
+    check_covered(model, tensors, family.model_type)
+    return model
+
+
+def to_huggingface(model, directory, model_type=None):
+    """Writes a keras_tfm model as a Hugging Face checkpoint.
+
+    Writes `config.json` (with the model's `special_token_ids`) and
+    `model.safetensors`, which `transformers`' `from_pretrained` loads to
+    the same outputs. The family written is `model_type`, else the one the
+    model was loaded from (`model.huggingface_model_type`: a Mistral
+    checkpoint goes back as Mistral), else the one its class and options
+    suggest: a `CausalLM` becomes GPT-2 (learned positions) or Llama
+    (rotary positions); a `TextEncoder`, `TextClassifier` or `MaskedLM`
+    BERT; a `ViTClassifier` ViT; a `Seq2SeqTransformer` T5. A model whose
+    options that family cannot express is refused. LoRA weights are merged
+    into the kernels they adapt.
+
+    Args:
+        model: A keras_tfm model.
+        directory: Where to write; created if needed.
+        model_type: The Hugging Face `model_type` to write (`"llama"`,
+            `"mistral"`, `"qwen2"`, ...), or None for the model's own.
+
+    Returns:
+        `directory`.
+
+    Raises:
+        ValueError: For a model the family cannot express, naming the
+            option and the value the family needs.
+
+    Example:
+
+    ```python
+    from keras_tfm import interop, models
+
+    model = models.CausalLM(
+        vocab_size=100, sequence_length=32, num_layers=1, embed_dim=32,
+        num_heads=2, ff_dim=64, norm="rms", output_bias=False,
+        attention={"rotary": True, "num_kv_heads": 1, "use_bias": False},
+        feed_forward={"activation": "swiglu", "use_bias": False},
+    )
+    interop.to_huggingface(model, "my-mistral", model_type="mistral")
+    same = interop.from_huggingface("my-mistral")
+    ```
+    """
+    model_type = model_type or getattr(model, "huggingface_model_type", None)
+    family = _family_of_model(model, model_type or _guessed_model_type(model))
+    options = family.model_options(model)
+    config = {
+        "model_type": family.model_type,
+        "architectures": [family.architecture],
+        "dtype": "float32",
+        **special_token_config(model),
+        **checkpoint_config(family.fields, options, family.model_type),
+    }
+    tensors = family.tensors(model)
+    check_covered(model, tensors, family.model_type)
+    arrays = {tensor.name: tensor.save() for tensor in tensors}
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as file:
+        json.dump(config, file, indent=2)
+    safetensors("safetensors.numpy").save_file(
+        arrays,
+        os.path.join(directory, "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    return directory
+
+
+def _families(model_type, verb):
+    found = [family for family in FAMILIES if family.model_type == model_type]
+    if not found:
+        supported = sorted({family.model_type for family in FAMILIES})
+        raise ValueError(
+            f"keras_tfm cannot {verb} model_type={model_type!r}. "
+            f"Supported: {supported}."
+        )
+    return found
+
+
+def _family_of_config(config):
+    families = _families(config.get("model_type"), "load")
+    default = [families[0].architecture]
+    architecture = (config.get("architectures") or default)[0]
+    for family in families:
+        if architecture in (family.architecture, *family.aliases):
+            return family
+    expected = [name for f in families for name in (f.architecture, *f.aliases)]
+    raise ValueError(
+        f"config.json has architectures=[{architecture!r}], which "
+        f"keras_tfm does not load: expected one of {expected}."
+    )
+
+
+def _family_of_model(model, model_type):
+    families = _families(model_type, "write")
+    for family in families:
+        if isinstance(model, family.model_class):
+            return family
+    expected = [family.model_class.__name__ for family in families]
+    raise ValueError(
+        f"`model` is a {type(model).__name__}; model_type={model_type!r} "
+        f"is written from a {' or '.join(expected)}."
+    )
+
+
+def _guessed_model_type(model):
+    """The family a model built here is written as, by class and options."""
+    if isinstance(model, models.CausalLM):
+        rotary = model.attention_options["rotary"] is not None
+        return "llama" if rotary else "gpt2"
+    for classes, model_type in (
+        (models.TextEncoder | models.TextClassifier | models.MaskedLM, "bert"),
+        (models.ViTClassifier, "vit"),
+        (models.Seq2SeqTransformer, "t5"),
+    ):
+        if isinstance(model, classes):
+            return model_type
+    raise ValueError(
+        "`model` must be a CausalLM, Seq2SeqTransformer, TextEncoder, "
+        "TextClassifier, MaskedLM or ViTClassifier to be written as a "
+        f"Hugging Face checkpoint. Received: {type(model).__name__}"
+    )

@@ -1,0 +1,160 @@
+"""BERT (`bert`): a `TextEncoder` (`BertModel`), and the `TextClassifier`
+(`BertForSequenceClassification`) and `MaskedLM` (`BertForMaskedLM`) on
+it.
+
+The encoder is post-norm with an embedding norm and token types
+(`num_segments`). The fields and rows of the encoder are those of an
+option tree `{"encoder": ..., ...}`, where the heads add theirs at the
+top: one declaration serves the three architectures.
+
+BERT's masked-LM head ties its output projection to the token embedding
+and adds a bias, which keras_tfm's tied projection (the embedding used in
+reverse) does not have: it loads untied, as a Dense layer holding the
+embedding's values and the bias, and is written back untied.
+"""
+
+import dataclasses
+
+from keras_tfm import models
+from keras_tfm.interop.huggingface import core, fields
+from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
+
+ENCODER_FIELDS = tuple(
+    dataclasses.replace(field, path=f"encoder.{field.path}")
+    for field in (
+        Field("vocab_size", "vocab_size"),
+        Field("max_position_embeddings", "sequence_length"),
+        Field("hidden_size", "embed_dim"),
+        Field("num_hidden_layers", "num_layers"),
+        Field("num_attention_heads", "attention.num_heads"),
+        Field("intermediate_size", "feed_forward.hidden_dim"),
+        Field(
+            "hidden_act", "feed_forward.activation", "gelu", fields.ACTIVATIONS
+        ),
+        Field("hidden_dropout_prob", "dropout", 0.1),
+        Field("layer_norm_eps", "norm.epsilon", 1e-12),
+        Field("type_vocab_size", "num_segments", 2),
+        Field("pad_token_id", "padding_id", 0),
+    )
+) + (
+    Constant("position_embedding_type", "absolute"),
+    Constant("is_decoder", False),
+    Constant("add_cross_attention", False),
+    Constant("attention_probs_dropout_prob", 0.0, checked=False),
+    *fields.fixed(
+        {
+            "position": "learned",
+            "embedding_norm": True,
+            "norm.type": "layer",
+            "norm.placement": "post",
+            **fields.PLAIN_BLOCKS,
+        },
+        prefix="encoder.",
+    ),
+)
+
+
+def _classifier_dropout(config):
+    dropout = config.get("classifier_dropout")
+    return (
+        config.get("hidden_dropout_prob", 0.1) if dropout is None else dropout
+    )
+
+
+CLASSIFIER_FIELDS = (
+    *ENCODER_FIELDS,
+    Field("num_labels", "num_classes", load=fields.num_labels),
+    Field("classifier_dropout", "dropout", load=_classifier_dropout),
+    Fixed("pooling", "cls"),
+    Fixed("pooler", True),
+)
+MASKED_LM_FIELDS = (
+    *ENCODER_FIELDS,
+    Field("hidden_act", "activation", "gelu", fields.ACTIVATIONS),
+    Field("layer_norm_eps", "layer_norm_epsilon", 1e-12),
+    Fixed("tie_embeddings", False),
+    Constant("tie_word_embeddings", False, checked=False),
+)
+
+BLOCK = (
+    *core.attention_rows(
+        "attention.{}", "self.query self.key self.value output.dense"
+    ),
+    ("attention.output.LayerNorm", "self_attention_norm", core.NORM),
+    *core.feed_forward_rows("{}.dense", "intermediate output"),
+    ("output.LayerNorm", "feed_forward_norm", core.NORM),
+)
+
+
+def _encoder_layout(path):
+    """The encoder's rows, for an encoder at `path` of the model."""
+    embeddings = "bert.embeddings"
+    return (
+        (f"{embeddings}.word_embeddings.weight",
+         f"{path}embedding.token_embedding", core.variable("embeddings")),
+        (f"{embeddings}.position_embeddings.weight", f"{path}embedding",
+         core.variable("position_embeddings")),
+        (f"{embeddings}.token_type_embeddings.weight", f"{path}embedding",
+         core.variable("segment_embeddings")),
+        (f"{embeddings}.LayerNorm", f"{path}embedding_norm", core.NORM),
+        core.Stack("bert.encoder.layer.{}", f"{path}blocks", BLOCK),
+    )  # fmt: skip
+
+
+def _tied_decoder(name, layer):
+    """The masked-LM projection; a tied checkpoint holds its matrix as the
+    token embedding and its bias as `cls.predictions.bias`."""
+    weight, bias = core.LINEAR(name, layer)
+    return [
+        dataclasses.replace(
+            weight, alias="bert.embeddings.word_embeddings.weight"
+        ),
+        dataclasses.replace(bias, alias="cls.predictions.bias"),
+    ]
+
+
+CLASSIFIER_LAYOUT = (
+    *_encoder_layout("encoder."),
+    ("bert.pooler.dense", "pooler_dense", core.LINEAR),
+    ("classifier", "head", core.LINEAR),
+)
+MASKED_LM_LAYOUT = (
+    *_encoder_layout("encoder."),
+    ("cls.predictions.transform.dense", "head_dense", core.LINEAR),
+    ("cls.predictions.transform.LayerNorm", "head_norm", core.NORM),
+    ("cls.predictions.decoder", "output_projection", _tied_decoder),
+)
+
+
+def _head_options(model):
+    return {**model.get_config(), "encoder": model.encoder.get_config()}
+
+
+def _head_builder(head_class):
+    def build(options, **records):
+        encoder = models.TextEncoder(**options.pop("encoder"))
+        return head_class(encoder, **options, **records)
+
+    return build
+
+
+FAMILIES = (
+    core.Family(
+        "bert", "BertModel", models.TextEncoder, ENCODER_FIELDS,
+        _encoder_layout(""), prefix="bert.",
+        options=lambda model: {"encoder": model.get_config()},
+        build=lambda options, **records: models.TextEncoder(
+            **options["encoder"], **records
+        ),
+    ),
+    core.Family(
+        "bert", "BertForSequenceClassification", models.TextClassifier,
+        CLASSIFIER_FIELDS, CLASSIFIER_LAYOUT, prefix="bert.",
+        options=_head_options, build=_head_builder(models.TextClassifier),
+    ),
+    core.Family(
+        "bert", "BertForMaskedLM", models.MaskedLM, MASKED_LM_FIELDS,
+        MASKED_LM_LAYOUT, prefix="bert.", options=_head_options,
+        build=_head_builder(models.MaskedLM),
+    ),
+)  # fmt: skip

@@ -1,0 +1,357 @@
+"""What every checkpoint family shares: reading checkpoints, the tensor
+table, its kinds of tensors and the one walk over blocks.
+
+A family (`Family`) is data read by both directions: config fields
+(`keras_tfm.interop.huggingface.fields`) and a tensor layout. A layout is a
+tuple of rows `(checkpoint name, attribute path, kind)` and of `Stack`s,
+whose rows repeat for each block of a list; `walk` turns it into the
+model's `Tensor`s, each able to load itself from a checkpoint and to save
+itself. A kind (`LINEAR`, `NORM`, `variable("embeddings")`, ...) says how
+one layer's weights and the checkpoint's tensors differ in layout.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_tfm.extras import require
+
+
+def safetensors(module):
+    """The `safetensors` module named `module`, or an ImportError naming the
+    extra that installs it."""
+    return require(
+        module, "huggingface", "keras_tfm.interop (Hugging Face checkpoints)"
+    )
+
+
+def read_json(directory, name, required=True):
+    """The JSON file `name` of `directory`; None if absent and optional."""
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        if not required:
+            return None
+        raise ValueError(
+            f"`directory` must hold a Hugging Face checkpoint with {name}. "
+            f"Received: directory={directory!r}"
+        )
+    with open(path) as file:
+        return json.load(file)
+
+
+class Checkpoint:
+    """The checkpoint's tensors by name, read lazily from its files.
+
+    A base model's checkpoint (`GPT2Model`) names its tensors without the
+    prefix of the task model's (`transformer.`); both are accepted.
+    """
+
+    def __init__(self, directory, prefix):
+        safe_open = safetensors("safetensors").safe_open
+        index = read_json(directory, "model.safetensors.index.json", False)
+        files = ["model.safetensors"]
+        if index is not None:
+            files = sorted(set(index["weight_map"].values()))
+        self.handles = {}
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.exists(path):
+                raise ValueError(
+                    f"The checkpoint's weights file {name} is missing from "
+                    f"{directory!r}."
+                )
+            handle = safe_open(path, framework="numpy")
+            for key in handle.keys():
+                self.handles[key] = handle
+        self.prefix = prefix
+
+    def get(self, name):
+        for key in (name, name.removeprefix(self.prefix)):
+            if key in self.handles:
+                return self.handles[key].get_tensor(key)
+        return None
+
+
+def _first(arrays):
+    return arrays[0]
+
+
+def _listed(array):
+    return [array]
+
+
+@dataclasses.dataclass
+class Tensor:
+    """One checkpoint tensor and the keras_tfm weights it fills.
+
+    `weights` are `(layer, attribute)` pairs, read through the attribute so
+    that a LoRA-adapted kernel is written merged. `to_keras` turns the
+    checkpoint array into one array per weight; `to_checkpoint` does the
+    reverse.
+    """
+
+    name: str
+    weights: list
+    to_keras: Callable = _listed
+    to_checkpoint: Callable = _first
+    # Read instead when `name` is absent (a tied tensor saved once).
+    alias: str | None = None
+
+    def load(self, checkpoint):
+        array = checkpoint.get(self.name)
+        if array is None and self.alias is not None:
+            array = checkpoint.get(self.alias)
+        if array is None:
+            raise ValueError(
+                f"The checkpoint has no tensor `{self.name}`, which the "
+                "architecture in its config.json needs."
+            )
+        # Only the shapes matter here: uninitialised arrays, not the values.
+        placeholders = [
+            np.empty(getattr(layer, attribute).shape, "float32")
+            for layer, attribute in self.weights
+        ]
+        expected = self.to_checkpoint(placeholders).shape
+        if array.shape != expected:
+            raise ValueError(
+                f"The checkpoint's tensor `{self.name}` has shape "
+                f"{array.shape}; its config.json implies {expected}."
+            )
+        for (layer, attribute), value in zip(
+            self.weights, self.to_keras(array), strict=True
+        ):
+            variable = variable_of(layer, attribute)
+            variable.assign(value.astype(variable.dtype))
+
+    def save(self):
+        values = [
+            np.asarray(ops.convert_to_numpy(getattr(layer, attribute)))
+            for layer, attribute in self.weights
+        ]
+        return np.ascontiguousarray(self.to_checkpoint(values))
+
+
+def variable_of(layer, attribute):
+    """The variable behind `layer.attribute`: Dense's `kernel` is a property
+    (merging LoRA) over the variable `_kernel`."""
+    variable = getattr(layer, f"_{attribute}", None)
+    if isinstance(variable, keras.Variable):
+        return variable
+    return getattr(layer, attribute)
+
+
+# --- Kinds: how a layer's weights and the checkpoint's tensors differ ----
+
+
+def linear(transposed=True, input_axes=1):
+    """The kind of a Dense or EinsumDense layer: kernel and bias.
+
+    PyTorch's `Linear` keeps `(out, in)` (`transposed=True`); GPT-2's
+    `Conv1D` keeps `(in, out)`. The first `input_axes` axes of the kernel
+    are its inputs: an attention output projection takes heads on two.
+    """
+
+    def tensors(name, layer):
+        shape = tuple(layer.kernel.shape)
+        inputs = math.prod(shape[:input_axes])
+
+        def to_keras(matrix):
+            return [(matrix.T if transposed else matrix).reshape(shape)]
+
+        def to_checkpoint(kernels):
+            matrix = kernels[0].reshape(inputs, -1)
+            return matrix.T if transposed else matrix
+
+        found = [
+            Tensor(
+                f"{name}.weight", [(layer, "kernel")], to_keras, to_checkpoint
+            )
+        ]
+        if layer.bias is not None:
+            found.append(_flat(f"{name}.bias", layer, "bias"))
+        return found
+
+    return tensors
+
+
+def _flat(name, layer, attribute):
+    """A weight saved as one flat vector."""
+    shape = tuple(getattr(layer, attribute).shape)
+    return Tensor(
+        name,
+        [(layer, attribute)],
+        lambda array: [array.reshape(shape)],
+        lambda arrays: arrays[0].reshape(-1),
+    )
+
+
+LINEAR = linear()
+LINEAR_FROM_HEADS = linear(input_axes=2)
+
+
+def _norm(name, layer):
+    """LayerNormalization (`weight`, `bias`) or RMSNormalization
+    (`weight`)."""
+    if hasattr(layer, "gamma"):
+        return [
+            Tensor(f"{name}.weight", [(layer, "gamma")]),
+            Tensor(f"{name}.bias", [(layer, "beta")]),
+        ]
+    return [Tensor(f"{name}.weight", [(layer, "scale")])]
+
+
+NORM = _norm
+
+
+def variable(attribute, to_keras=_listed, to_checkpoint=_first):
+    """The kind of one weight, `layer.attribute`, saved as one tensor."""
+
+    def tensors(name, layer):
+        return [Tensor(name, [(layer, attribute)], to_keras, to_checkpoint)]
+
+    return tensors
+
+
+# --- Layout rows shared by families --------------------------------------
+
+
+def attention_rows(template, names, path="self_attention", kind=LINEAR):
+    """Rows of an attention layer at `path` with separate projections,
+    checkpoint names `template.format(name)` for the query, key, value and
+    output `names` (space-separated)."""
+    query, key, value, output = names.split()
+    return (
+        (template.format(query), f"{path}.query_dense", kind),
+        (template.format(key), f"{path}.key_dense", kind),
+        (template.format(value), f"{path}.value_dense", kind),
+        (template.format(output), f"{path}.output_dense", LINEAR_FROM_HEADS),
+    )
+
+
+def feed_forward_rows(template, names, kind=LINEAR):
+    """Rows of a `FeedForward` for its hidden, output and (gated
+    activations) gate projections, `names` space-separated in that order."""
+    parts = ("hidden_dense", "output_dense", "gate_dense")
+    return tuple(
+        (template.format(name), f"feed_forward.{part}", kind)
+        for name, part in zip(names.split(), parts, strict=False)
+    )
+
+
+# --- The walk --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """Rows repeated for each block of the list at `path`: block `i`'s
+    names start with `template.format(i)`."""
+
+    template: str
+    path: str
+    rows: tuple
+
+
+def resolve(owner, path):
+    """The attribute at dotted `path` of `owner`, or None if absent."""
+    for name in path.split("."):
+        owner = getattr(owner, name, None)
+        if owner is None:
+            return None
+    return owner
+
+
+def walk(model, layout):
+    """The `Tensor`s of `model` for a layout of rows and `Stack`s.
+
+    A row whose layer is absent (None, such as the output projection of a
+    tied model) has no tensors; `check_covered` then proves that every
+    weight of the model has one.
+    """
+    tensors = []
+    for entry in layout:
+        if isinstance(entry, Stack):
+            for index, block in enumerate(resolve(model, entry.path)):
+                prefix = entry.template.format(index)
+                for name, path, kind in entry.rows:
+                    layer = resolve(block, path)
+                    if layer is not None:
+                        tensors += kind(f"{prefix}.{name}", layer)
+        else:
+            name, path, kind = entry
+            layer = resolve(model, path)
+            if layer is not None:
+                tensors += kind(name, layer)
+    return tensors
+
+
+def check_covered(model, tensors, model_type):
+    """Raises unless every weight of `model` (but LoRA's) is in `tensors`."""
+    covered = {
+        id(variable_of(layer, attribute))
+        for tensor in tensors
+        for layer, attribute in tensor.weights
+    }
+    missing = [
+        weight.path
+        for weight in model.weights
+        if id(weight) not in covered and not weight.name.startswith("lora_")
+    ]
+    if missing:
+        raise ValueError(
+            f"`model` has weights that a {model_type} checkpoint has no "
+            f"tensor for: {missing}."
+        )
+
+
+# --- A family ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One Hugging Face architecture, as data that loading and writing read.
+
+    Attributes:
+        model_type: config.json's `model_type`.
+        architecture: The architecture written (`LlamaForCausalLM`).
+        model_class: The keras_tfm model class it becomes.
+        fields: Its config, a tuple of `fields.Field`, `Constant`, `Fixed`.
+        layout: Its tensors: rows and `Stack`s, or a function of the model
+            that returns them.
+        prefix: Of the task model's tensor names, absent in a base model's.
+        aliases: Other architectures loaded the same way (`GPT2Model`).
+        options: The model's options as `fields` read them; defaults to
+            `model.get_config()`.
+        build: Makes the model from its options and the records
+            `special_token_ids` and `huggingface_model_type`; defaults to
+            the class's constructor.
+    """
+
+    model_type: str
+    architecture: str
+    model_class: type
+    fields: tuple
+    layout: tuple | Callable
+    prefix: str = ""
+    aliases: tuple = ()
+    options: Callable | None = None
+    build: Callable | None = None
+
+    def model_options(self, model):
+        if self.options is None:
+            return model.get_config()
+        return self.options(model)
+
+    def make(self, options, **records):
+        if self.build is None:
+            return self.model_class(**options, **records)
+        return self.build(options, **records)
+
+    def tensors(self, model):
+        layout = self.layout(model) if callable(self.layout) else self.layout
+        return walk(model, layout)

@@ -1,0 +1,249 @@
+"""A family's config.json as data, read by both loading and writing.
+
+A family declares a tuple of these; loading turns config.json into the
+keras_tfm model's options (the dict its constructor takes, as
+`get_config()` returns it), writing turns the options back:
+
+- `Field(name, path)`: the config.json field `name` holds the option at
+  `path` of the options (a dotted path: `"attention.num_kv_heads"`).
+  `values` maps the field's values to the option's where they differ
+  (`{"silu": "swiglu"}`), and any other value is refused in both
+  directions; `load` and `save` compute a value that depends on more than
+  one field or option. A field with no `path` is written only.
+- `Constant(name, value)`: a config.json field with no option: loading
+  refuses another value (unless `checked=False`), writing writes `value`.
+- `Fixed(path, value)`: an option with no config.json field: loading sets
+  it, writing refuses a model whose option differs.
+
+Every refusal is a `ValueError` that names the field or option.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+REQUIRED = object()  # the default of a field that config.json must have
+
+# Hugging Face's activation names and keras_tfm's; writing picks the first.
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+}
+SPECIAL_TOKENS = {
+    "pad": "pad_token_id",
+    "bos": "bos_token_id",
+    "eos": "eos_token_id",
+}
+
+
+def get_path(options, path):
+    for key in path.split("."):
+        options = options[key]
+    return options
+
+
+def _has_path(options, path):
+    *parents, key = path.split(".")
+    for parent in parents:
+        options = options.get(parent, {})
+    return key in options
+
+
+def _set_path(options, path, value):
+    *parents, key = path.split(".")
+    for parent in parents:
+        options = options.setdefault(parent, {})
+    options[key] = value
+
+
+def unsupported(name, value, expected, model_type):
+    """The error for a config.json value keras_tfm cannot express."""
+    return ValueError(
+        f"config.json has {name}={value!r}, which keras_tfm does not "
+        f"support for model_type={model_type!r}: expected one of "
+        f"{list(expected)}."
+    )
+
+
+def _put(config, name, value):
+    """Writes `config[name]`, which two options may both hold: equally."""
+    if name in config and config[name] != value:
+        raise ValueError(
+            f"`model` has two options that config.json's {name} holds, "
+            f"with different values: {config[name]!r} and {value!r}."
+        )
+    config[name] = value
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """A config.json field and the option it holds (see the module)."""
+
+    name: str
+    path: str | None
+    default: object = REQUIRED
+    values: dict | None = None
+    load: Callable | None = None  # config.json -> option value
+    save: Callable | None = None  # options -> config.json value
+
+    def read(self, config, options, model_type):
+        if self.path is None:
+            return
+        if self.load is not None:
+            value = self.load(config)
+        else:
+            value = self._loaded(config, model_type)
+        if _has_path(options, self.path):  # a second field of one option
+            current = get_path(options, self.path)
+            if value is not None and value != current:
+                raise ValueError(
+                    f"config.json has {self.name}={value!r}, which keras_tfm "
+                    f"needs equal to {current!r}, the value of {self.path}."
+                )
+            return
+        _set_path(options, self.path, value)
+
+    def _loaded(self, config, model_type):
+        if self.default is REQUIRED and self.name not in config:
+            raise ValueError(
+                f"config.json has no {self.name}, which model_type="
+                f"{model_type!r} needs."
+            )
+        value = config.get(self.name, self.default)
+        if self.values is None:
+            return value
+        for key, option in self.values.items():
+            if key == value:
+                return option
+        raise unsupported(self.name, value, self.values, model_type)
+
+    def write(self, options, config, model_type):
+        if self.save is not None:
+            value = self.save(options)
+        else:
+            value = self._saved(options, model_type)
+        _put(config, self.name, value)
+
+    def _saved(self, options, model_type):
+        value = get_path(options, self.path)
+        if self.values is None:
+            return value
+        for key, option in self.values.items():
+            if option == value:
+                return key
+        expected = list(dict.fromkeys(self.values.values()))
+        raise ValueError(
+            f"`model` has {self.path}={value!r}, which {model_type}'s "
+            f"{self.name} cannot express: expected one of {expected}."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    """A config.json field with one supported value and no option."""
+
+    name: str
+    value: object
+    checked: bool = True
+
+    def read(self, config, options, model_type):
+        value = config.get(self.name, self.value)
+        if self.checked and value != self.value:
+            raise unsupported(self.name, value, [self.value], model_type)
+
+    def write(self, options, config, model_type):
+        _put(config, self.name, self.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixed:
+    """An option the family requires, with no config.json field. With
+    `unless`, an option that, when true, makes this one irrelevant."""
+
+    path: str
+    value: object
+    unless: str | None = None
+
+    def read(self, config, options, model_type):
+        _set_path(options, self.path, self.value)
+
+    def write(self, options, config, model_type):
+        if self.unless is not None and get_path(options, self.unless):
+            return
+        actual = get_path(options, self.path)
+        if actual != self.value:
+            alternative = f" (or {self.unless}=True)" if self.unless else ""
+            raise ValueError(
+                f"`model` has {self.path}={actual!r}; {model_type} needs "
+                f"{self.path}={self.value!r}{alternative}."
+            )
+
+
+def fixed(values, prefix=""):
+    """`Fixed` options for a dict `{path: value}`, each path after
+    `prefix`."""
+    return tuple(Fixed(prefix + path, value) for path, value in values.items())
+
+
+# The attention and feed-forward of "Attention Is All You Need" (and of
+# GPT-2, BERT, ViT): biases, no rotary positions, `width // heads` per head.
+PLAIN_BLOCKS = {
+    "attention.rotary": None,
+    "attention.key_dim": None,
+    "attention.num_kv_heads": None,
+    "attention.use_bias": True,
+    "attention.attention_scale": None,
+    "feed_forward.use_bias": True,
+}
+
+
+def head_dim(options):
+    """The size of an attention head, which `attention.key_dim` leaves to
+    the width by default."""
+    attention = options["attention"]
+    return (
+        attention["key_dim"] or options["embed_dim"] // attention["num_heads"]
+    )
+
+
+def num_labels(config):
+    """A classifier's number of classes: its `id2label` entries."""
+    return len(config.get("id2label") or {0: 0, 1: 1})
+
+
+def model_options(fields, config, model_type):
+    """The options of the model that config.json describes."""
+    options = {}
+    for field in fields:
+        field.read(config, options, model_type)
+    return options
+
+
+def checkpoint_config(fields, options, model_type):
+    """The config.json fields of a model with these options."""
+    config = {}
+    for field in fields:
+        field.write(options, config, model_type)
+    return config
+
+
+def declared_paths(fields):
+    """The options that `fields` set or check."""
+    return {field.path for field in fields if getattr(field, "path", None)}
+
+
+def special_token_ids(config, generation_config):
+    """`{"pad": ..., "bos": ..., "eos": ...}` of a checkpoint: config.json's
+    ids (None where absent), overridden by generation_config.json's."""
+    ids = {key: config.get(name) for key, name in SPECIAL_TOKENS.items()}
+    for key, name in SPECIAL_TOKENS.items():
+        if name in (generation_config or {}):
+            ids[key] = generation_config[name]
+    return ids
+
+
+def special_token_config(model):
+    """The config.json fields of `model.special_token_ids`."""
+    ids = getattr(model, "special_token_ids", None) or {}
+    return {SPECIAL_TOKENS[key]: value for key, value in ids.items()}
