@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_tfm import PositionalEmbedding, RotaryEmbedding, SinusoidalEncoding
+from keras_tfm import PositionalEmbedding, SinusoidalEncoding
 from tests import reference
 from tests.conftest import to_numpy
 
@@ -22,45 +22,6 @@ def test_sinusoidal_encoding_start_index_continues_the_signal():
     full = to_numpy(layer(np.zeros((1, 10, 8), "float32")))
     tail = to_numpy(layer(np.zeros((1, 3, 8), "float32"), start_index=7))
     np.testing.assert_allclose(tail, full[:, 7:], atol=1e-5)
-
-
-def rotary_reference(x, start_index=0, max_wavelength=10000):
-    """Rotates channel pairs (i, i + d/2) by pos / max_wavelength^(2i/d)."""
-    half = x.shape[-1] // 2
-    positions = np.arange(x.shape[1]) + start_index
-    inverse = max_wavelength ** (-np.arange(half) * 2 / x.shape[-1])
-    angles = positions[:, None] * inverse[None]  # (seq, half)
-    cos, sin = np.cos(angles)[None, :, None], np.sin(angles)[None, :, None]
-    first, second = x[..., :half], x[..., half:]
-    return np.concatenate(
-        [first * cos - second * sin, second * cos + first * sin], axis=-1
-    )
-
-
-def test_rotary_embedding_matches_reference():
-    x = np.random.default_rng(0).normal(size=(2, 9, 3, 8)).astype("float32")
-    layer = RotaryEmbedding()
-    np.testing.assert_allclose(
-        to_numpy(layer(x)), rotary_reference(x), atol=1e-5
-    )
-    np.testing.assert_allclose(
-        to_numpy(layer(x, start_index=4)),
-        rotary_reference(x, start_index=4),
-        atol=1e-5,
-    )
-
-
-def test_rotary_dot_products_depend_on_relative_position_only():
-    rng = np.random.default_rng(1)
-    query = np.broadcast_to(rng.normal(size=(1, 1, 1, 8)), (1, 12, 1, 8))
-    key = np.broadcast_to(rng.normal(size=(1, 1, 1, 8)), (1, 12, 1, 8))
-    layer = RotaryEmbedding()
-    rotated_query = to_numpy(layer(query.astype("float32")))[0, :, 0]
-    rotated_key = to_numpy(layer(key.astype("float32")))[0, :, 0]
-    products = rotated_query @ rotated_key.T  # (query pos, key pos)
-    for offset in range(-3, 4):
-        diagonal = np.diagonal(products, offset=offset)
-        np.testing.assert_allclose(diagonal, diagonal[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("position", ["learned", "sinusoidal"])

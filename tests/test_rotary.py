@@ -248,3 +248,16 @@ def test_rotary_options():
 def test_rotary_options_errors_name_the_key(rotary, name):
     with pytest.raises(ValueError, match=name):
         rotary_options(rotary)
+
+
+def test_rotary_dot_products_depend_on_relative_position_only():
+    rng = np.random.default_rng(1)
+    query = np.broadcast_to(rng.normal(size=(1, 1, 1, 8)), (1, 12, 1, 8))
+    key = np.broadcast_to(rng.normal(size=(1, 1, 1, 8)), (1, 12, 1, 8))
+    layer = RotaryEmbedding()
+    rotated_query = to_numpy(layer(query.astype("float32")))[0, :, 0]
+    rotated_key = to_numpy(layer(key.astype("float32")))[0, :, 0]
+    products = rotated_query @ rotated_key.T  # (query pos, key pos)
+    for offset in range(-3, 4):
+        diagonal = np.diagonal(products, offset=offset)
+        np.testing.assert_allclose(diagonal, diagonal[0], atol=1e-4)
