@@ -149,9 +149,10 @@ _LAYER_KEYS = frozenset(keras.layers.Layer().get_config())
 
 def _complete(layer_class, name, options):
     """`options` with the defaults of `layer_class`, checked by making one
-    (a layer makes no weights before `build`)."""
+    (a layer makes no weights before `build`; named, so that it takes no
+    automatic name from the user's layers)."""
     try:
-        config = layer_class(**options).get_config()
+        config = layer_class(**options, name=f"{name}_options").get_config()
     except TypeError as error:
         raise ValueError(
             f"`{name}` does not fit {layer_class.__name__}: {error}. "
