@@ -14,6 +14,8 @@ import os
 
 from keras_tfm.extras import require
 from keras_tfm.interop import chat
+from keras_tfm.interop.huggingface.core import read_json
+from keras_tfm.interop.huggingface.fields import special_token_ids
 
 __all__ = ["Tokenizer", "load_tokenizer"]
 
@@ -117,7 +119,7 @@ def load_tokenizer(directory):
     return Tokenizer(
         tokenizers.Tokenizer.from_file(path),
         special_tokens=_special_tokens(directory, config),
-        end_token_ids=_checkpoint_ids(directory, "eos_token_id"),
+        end_token_ids=_end_token_ids(directory),
         chat_template=_chat_template(directory, config),
         padding_side=config.get("padding_side", "right"),
         clean_up_spaces=bool(config.get("clean_up_tokenization_spaces")),
@@ -280,11 +282,7 @@ class Tokenizer:
 
 
 def _read_json(directory, name):
-    path = os.path.join(directory, name)
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    return read_json(directory, name, required=False) or {}
 
 
 def _token_text(value):
@@ -304,14 +302,16 @@ def _special_tokens(directory, config):
     return {name: text for name, text in tokens.items() if text is not None}
 
 
-def _checkpoint_ids(directory, field):
-    """generation_config.json's ids of `field`, else config.json's, as a
-    list."""
-    for name in ("generation_config.json", "config.json"):
-        value = _read_json(directory, name).get(field)
-        if value is not None:
-            return value if isinstance(value, list) else [value]
-    return []
+def _end_token_ids(directory):
+    """The checkpoint's end ids as a list: generation_config.json's, else
+    config.json's, read as the model's `special_token_ids` are."""
+    end = special_token_ids(
+        _read_json(directory, "config.json"),
+        _read_json(directory, "generation_config.json"),
+    )["eos"]
+    if end is None:
+        return []
+    return end if isinstance(end, list) else [end]
 
 
 def _chat_template(directory, config):
