@@ -69,11 +69,14 @@ def special_ids(model, prompt_tokens, pad_token_id, end_token_id):
         pad_token_id = None
     if end_token_id == "auto":
         end_token_id = known.get("eos")
-    if end_token_id is None or isinstance(end_token_id, (list, tuple)):
-        end_token_ids = tuple(end_token_id) if end_token_id else None
-    else:
-        end_token_ids = (end_token_id,)
-    return pad_token_id, end_token_ids
+    return pad_token_id, as_id_tuple(end_token_id) or None
+
+
+def as_id_tuple(ids):
+    """An id, a list of ids or None as a tuple (empty for None)."""
+    if ids is None:
+        return ()
+    return tuple(ids) if isinstance(ids, (list, tuple)) else (ids,)
 
 
 def pad_after_end(outputs, end_token_ids, pad_token_id):

@@ -18,6 +18,8 @@ yielded at the end, so the pieces add up to `generate`'s text.
 import os
 import re
 
+from keras_tfm.generation.prompts import as_id_tuple
+
 # A trailing word and the whitespace before it: what a decoder that joins
 # or cleans up tokens may still rewrite.
 _LAST_WORD = re.compile(r"\s\S*\Z")
@@ -97,15 +99,9 @@ def prepare(model, prompts, tokenizer, stop_strings, end_token_id):
     single, rows = encode_prompts(tokenizer, prompts)
     if end_token_id == "auto":
         model_ids = getattr(model, "special_token_ids", {}).get("eos")
-        end_token_id = [*_as_tuple(model_ids), *tokenizer.end_token_ids]
-    end_token_ids = tuple(dict.fromkeys(_as_tuple(end_token_id)))
+        end_token_id = [*as_id_tuple(model_ids), *tokenizer.end_token_ids]
+    end_token_ids = tuple(dict.fromkeys(as_id_tuple(end_token_id)))
     return single, rows, end_token_ids, stop_strings
-
-
-def _as_tuple(ids):
-    if ids is None:
-        return ()
-    return tuple(ids) if isinstance(ids, (list, tuple)) else (ids,)
 
 
 def finish(tokenizer, tokens, end_token_ids, stop_strings):
