@@ -1,5 +1,7 @@
 """The benchmark commands run and print their tables (timings not checked)."""
 
+import re
+
 import keras
 import pytest
 
@@ -90,9 +92,7 @@ def test_op_profile_prints_both_libraries():
     )
     rows = table_rows(output)
     assert rows[-1][0] == "all ops"
-    matmul = {
-        "tensorflow": "_MklMatMul",
-        "jax": "ynn_fusion",
-        "torch": "aten::mm",
-    }[keras.backend.backend()]
-    assert any(row[0] == matmul for row in rows)
+    # Op names differ by CPU and library build (MKL or not, XLA's YNN or
+    # Eigen), so the check is that some matrix product is listed at all.
+    matrix_product = re.compile(r"mat_?mul|dot|gemm|ynn|aten::(add|b)?mm", re.I)
+    assert any(matrix_product.search(row[0]) for row in rows[:-1])
