@@ -15,13 +15,25 @@ import pytest
 
 from keras_tfm import generation, interop, models
 from tests.conftest import to_numpy
+from tests.huggingface_checks import (
+    PROMPTS,
+    TOKENS,
+    Checkpoints,
+    assert_close,
+    assert_every_option_declared,
+    assert_same_tokens,
+    assert_transformers_reloads,
+    causal,
+    changed_weights,
+    copied,
+    saved,
+    torch_outputs,
+    transformers_generate,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-# Relative to the largest output, as the issue asks.
-RTOL = 1e-5
-TOKENS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
 BERT_TOKENS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0]])
 SEGMENTS = np.array([[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]])
 IMAGES = np.random.default_rng(0).random((2, 12, 12, 3)).astype("float32")
@@ -115,19 +127,6 @@ def t5_case(feed_forward_proj):
     )
 
 
-def torch_outputs(reference, inputs):
-    """The reference model's logits (or last hidden states) as NumPy."""
-    with torch.no_grad():
-        outputs = reference(**inputs)
-    if "logits" in outputs:
-        return outputs.logits
-    return outputs.last_hidden_state
-
-
-def causal(reference, tokens=TOKENS):
-    return reference, tokens, {"input_ids": torch.tensor(tokens)}
-
-
 # A dynamic scaling acts past `max_position_embeddings` (8): 12 positions.
 LONG_TOKENS = np.arange(5, 29).reshape(2, 12)
 
@@ -199,33 +198,6 @@ CASES = {
 }
 
 
-def widen(reference, factor=4.0):
-    """Feed-forward weights scaled up; biases and norm scales made random
-    (transformers starts them at 0 and 1, where a lost one would not show)."""
-    names = ("mlp", "intermediate", "output.dense", "DenseReluDense")
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, weight in reference.named_parameters():
-            if weight.ndim == 2 and any(part in name for part in names):
-                weight.mul_(factor)
-            if weight.ndim == 1:
-                noise = torch.randn(weight.shape, generator=generator)
-                weight.add_(0.2 * noise)
-
-
-def saved(reference, directory, **options):
-    reference.eval()
-    widen(reference)
-    reference.save_pretrained(directory, **options)
-    return str(directory)
-
-
-def assert_close(actual, expected):
-    actual, expected = to_numpy(actual), np.asarray(expected)
-    scale = np.abs(expected).max()
-    np.testing.assert_allclose(actual / scale, expected / scale, atol=RTOL)
-
-
 def real_positions(case, outputs, inputs):
     """The outputs anyone reads: BERT's real positions; the masked LM's
     logits at `mask_positions` (transformers gives every position's)."""
@@ -238,25 +210,9 @@ def real_positions(case, outputs, inputs):
     return outputs
 
 
-class Checkpoints(dict):
-    """Each case's checkpoint directory, reference model and inputs, made
-    when a test first asks for it (xdist workers make only theirs)."""
-
-    def __init__(self, tmp_path_factory):
-        super().__init__()
-        self.tmp_path_factory = tmp_path_factory
-
-    def __missing__(self, case):
-        torch.manual_seed(0)
-        reference, inputs, torch_inputs = CASES[case]()
-        directory = saved(reference, self.tmp_path_factory.mktemp(case))
-        self[case] = directory, reference, inputs, torch_inputs
-        return self[case]
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    return Checkpoints(tmp_path_factory)
+    return Checkpoints(tmp_path_factory, CASES)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -272,22 +228,6 @@ def test_loaded_model_equals_transformers(case, checkpoints):
     assert_every_option_declared(model)
 
 
-def assert_every_option_declared(model):
-    """Writing refuses what a family cannot express only if each option of
-    the model is one of its fields or fixed values."""
-    from keras_tfm.interop import huggingface
-    from keras_tfm.interop.huggingface.fields import declared_paths
-
-    family = huggingface._family_of_model(model, model.huggingface_model_type)
-    declared = declared_paths(family.fields)
-    records = {"name", "trainable", "special_token_ids"}
-    records |= {"huggingface_model_type", "num_heads", "ff_dim"}
-    for path in option_paths(family.model_options(model), records):
-        assert any(
-            path == known or path.startswith(known + ".") for known in declared
-        ), path
-
-
 def test_the_wrong_gelu_would_be_caught(checkpoints):
     directory, reference, inputs, torch_inputs = checkpoints["gpt2"]
     model = interop.from_huggingface(directory)
@@ -298,33 +238,6 @@ def test_the_wrong_gelu_would_be_caught(checkpoints):
     expected = torch_outputs(reference, torch_inputs).numpy()
     with pytest.raises(AssertionError):
         assert_close(exact_gelu(inputs), expected)
-
-
-def option_paths(options, records, prefix=""):
-    for key, value in options.items():
-        if key in records:
-            continue
-        if isinstance(value, dict):
-            yield from option_paths(value, records, f"{prefix}{key}.")
-        else:
-            yield prefix + key
-
-
-def assert_transformers_reloads(case, model, checkpoint, directory):
-    """`model` written to `directory`, loaded by transformers as the
-    reference's own family, computes what `model` computes."""
-    _, reference, inputs, torch_inputs = checkpoint
-    with open(os.path.join(directory, "config.json")) as file:
-        assert json.load(file)["model_type"] == reference.config.model_type
-    reloaded = type(reference).from_pretrained(directory).eval()
-    expected = real_positions(case, to_numpy(model(inputs)), inputs)
-
-    def theirs(torch_model):
-        outputs = torch_outputs(torch_model, torch_inputs).numpy()
-        return real_positions(case, outputs, inputs)
-
-    assert not np.allclose(expected, theirs(reference), atol=1e-4)
-    assert_close(expected, theirs(reloaded))
 
 
 # Trained with `fit`; the other causal LMs, whose layout these share, with
@@ -354,20 +267,20 @@ def test_trained_model_writes_back_for_transformers(
     )
     model.fit(inputs, targets, epochs=1, verbose=0)
     interop.to_huggingface(model, tmp_path)
-    assert_transformers_reloads(case, model, checkpoints[case], tmp_path)
+    assert_transformers_reloads(
+        case, model, checkpoints[case], tmp_path, real_positions
+    )
 
 
 @pytest.mark.parametrize("case", CHANGED)
 def test_changed_weights_write_back_for_transformers(
     case, checkpoints, tmp_path
 ):
-    model = interop.from_huggingface(checkpoints[case][0])
-    rng = np.random.default_rng(0)
-    model.set_weights(
-        [w + 0.05 * rng.normal(size=w.shape) for w in model.get_weights()]
-    )
+    model = changed_weights(interop.from_huggingface(checkpoints[case][0]))
     interop.to_huggingface(model, tmp_path)
-    assert_transformers_reloads(case, model, checkpoints[case], tmp_path)
+    assert_transformers_reloads(
+        case, model, checkpoints[case], tmp_path, real_positions
+    )
 
 
 def test_a_model_built_here_writes_a_gpt2_checkpoint(tmp_path):
@@ -403,29 +316,6 @@ def test_a_model_built_here_writes_the_family_asked_for(tmp_path):
     assert_close(model(tokens), expected.numpy())
 
 
-def transformers_generate(reference, prompt, max_new_tokens, **options):
-    """transformers' greedy tokens after `prompt`, with its checkpoint's
-    generation config (its end token) unless `options` say otherwise."""
-    with torch.no_grad():
-        tokens = reference.generate(
-            torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            **options,
-        )
-    return tokens[0, len(prompt) :].numpy()
-
-
-def assert_same_tokens(ours, theirs, pad=0):
-    """transformers stops at the end token; keras_tfm pads after it."""
-    np.testing.assert_array_equal(ours[: len(theirs)], theirs)
-    assert (ours[len(theirs) :] == pad).all()
-
-
-# Prompts of different lengths, with id 0 (GPT-2's "!") in them: lists are
-# never stripped, and these checkpoints have no padding id.
-PROMPTS = [[5, 6, 7, 8, 9], [0, 11], [12, 0, 0]]
 GENERATED = ["gpt2", "llama3", "llama_dynamic", "mistral", "qwen2"]
 
 
@@ -501,23 +391,6 @@ def test_sharded_checkpoint_loads(tmp_path):
     model = interop.from_huggingface(directory)
     expected = torch_outputs(reference, {"input_ids": torch.tensor(TOKENS)})
     assert_close(model(TOKENS), expected.numpy())
-
-
-def edit_config(directory, **changes):
-    path = os.path.join(directory, "config.json")
-    with open(path) as file:
-        config = json.load(file)
-    config.update(changes)
-    with open(path, "w") as file:
-        json.dump(config, file)
-
-
-def copied(checkpoints, case, tmp_path, **changes):
-    """A copy of a case's checkpoint with config.json fields changed."""
-    directory = tmp_path / case
-    shutil.copytree(checkpoints[case][0], directory)
-    edit_config(directory, **changes)
-    return directory
 
 
 UNSUPPORTED = [
