@@ -15,7 +15,17 @@ import json
 import os
 
 from keras_tfm import models
-from keras_tfm.interop.huggingface import bert, gpt2, llama, t5, vit
+from keras_tfm.interop.huggingface import (
+    bert,
+    gemma,
+    gpt2,
+    gpt_neox,
+    llama,
+    opt,
+    phi,
+    t5,
+    vit,
+)
 from keras_tfm.interop.huggingface.core import (
     Checkpoint,
     check_covered,
@@ -34,6 +44,10 @@ __all__ = ["from_huggingface", "to_huggingface"]
 FAMILIES = (
     *gpt2.FAMILIES,
     *llama.FAMILIES,
+    *gemma.FAMILIES,
+    *phi.FAMILIES,
+    *gpt_neox.FAMILIES,
+    *opt.FAMILIES,
     *bert.FAMILIES,
     *vit.FAMILIES,
     *t5.FAMILIES,
