@@ -10,11 +10,19 @@ from keras_tfm.layers.cross_attention import (
     MultiHeadCrossAttention,
     cross_attention_options,
 )
-from keras_tfm.layers.feed_forward import FeedForward
 from keras_tfm.layers.masks import get_keras_mask
 from keras_tfm.layers.multi_head import AttentionResult, CachedResult
-from keras_tfm.layers.normalization import normalization
-from keras_tfm.layers.options import LEGACY_POSITIONAL, block_options
+from keras_tfm.layers.normalization import (
+    normalized_input,
+    residual_sum,
+    sublayer_norms,
+)
+from keras_tfm.layers.options import (
+    LEGACY_POSITIONAL,
+    block_options,
+    check_residual,
+    feed_forward_layer,
+)
 from keras_tfm.layers.validation import check_rank, check_rate
 
 
@@ -30,6 +38,7 @@ class _TransformerBlock(keras.layers.Layer):
         attention=None,
         feed_forward=None,
         norm=None,
+        residual="sequential",
         **kwargs,
     ):
         # 0.1's blocks took every option by position too.
@@ -44,6 +53,8 @@ class _TransformerBlock(keras.layers.Layer):
         self.attention_options = options["attention"]
         self.feed_forward_options = options["feed_forward"]
         self.norm_options = options["norm"]
+        check_residual(residual, self.norm_options)
+        self.residual = residual
         self.supports_masking = True
 
     @property
@@ -59,31 +70,36 @@ class _TransformerBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
         self.self_attention.build(x_shape)
-        self.self_attention_norm = self._norm_layer(
-            "self_attention_norm", x_shape
+        self.self_attention_norm, self.self_attention_output_norm = (
+            self._norm_layers("self_attention", x_shape)
         )
 
     def _build_feed_forward(self, x_shape):
-        self.feed_forward = FeedForward(
-            **self.feed_forward_options,
+        self.feed_forward = feed_forward_layer(
+            self.feed_forward_options,
             dropout=self.dropout,
             name="feed_forward",
             dtype=self.dtype_policy,
         )
         self.feed_forward.build(x_shape)
-        self.feed_forward_norm = self._norm_layer("feed_forward_norm", x_shape)
+        self.feed_forward_norm, self.feed_forward_output_norm = None, None
+        if self.residual != "parallel_shared_norm":
+            self.feed_forward_norm, self.feed_forward_output_norm = (
+                self._norm_layers("feed_forward", x_shape)
+            )
 
-    def _norm_layer(self, name, x_shape):
-        layer = normalization(self.norm_options, name, self.dtype_policy)
-        layer.build(x_shape)
-        return layer
+    def _norm_layers(self, sublayer, x_shape):
+        return sublayer_norms(
+            self.norm_options, sublayer, x_shape, self.dtype_policy
+        )
 
     def _sublayer_input(self, x, norm):
-        return norm(x) if self.norm_first else x
+        return normalized_input(self.norm_options["placement"], x, norm)
 
-    def _add_residual(self, x, outputs, norm):
-        """`x + outputs` (pre-norm) or `norm(x + outputs)` (post-norm)."""
-        return x + outputs if self.norm_first else norm(x + outputs)
+    def _add_residual(self, x, outputs, norm, output_norm):
+        return residual_sum(
+            self.norm_options["placement"], x, outputs, norm, output_norm
+        )
 
     def _self_attention_residual(
         self, x, padding_mask, attention_mask, bias, return_scores, training
@@ -101,14 +117,28 @@ class _TransformerBlock(keras.layers.Layer):
             training=training,
         )
         outputs = result.outputs if return_scores else result
-        x = self._add_residual(x, outputs, self.self_attention_norm)
+        x = self._add_residual(
+            x,
+            outputs,
+            self.self_attention_norm,
+            self.self_attention_output_norm,
+        )
         return x, result.scores if return_scores else None
 
-    def _feed_forward_residual(self, x, training=None):
+    def _feed_forward_residual(self, x, block_input, training=None):
+        """`x` plus the feed-forward of `x` or, with a parallel residual, of
+        the block's input (through the attention's norm when shared)."""
+        source, norm = x, self.feed_forward_norm
+        if self.residual != "sequential":
+            source = block_input
+        if self.residual == "parallel_shared_norm":
+            norm = self.self_attention_norm
         outputs = self.feed_forward(
-            self._sublayer_input(x, self.feed_forward_norm), training=training
+            self._sublayer_input(source, norm), training=training
         )
-        return self._add_residual(x, outputs, self.feed_forward_norm)
+        return self._add_residual(
+            x, outputs, self.feed_forward_norm, self.feed_forward_output_norm
+        )
 
     def get_config(self):
         return {
@@ -119,6 +149,7 @@ class _TransformerBlock(keras.layers.Layer):
             "attention": self.attention_options,
             "feed_forward": self.feed_forward_options,
             "norm": self.norm_options,
+            "residual": self.residual,
         }
 
 
@@ -208,11 +239,12 @@ class EncoderBlock(_TransformerBlock):
         training=None,
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
+        block_input = x
         x, scores = self._self_attention_residual(
             x, padding_mask, attention_mask, attention_bias,
             return_attention_scores, training,
         )  # fmt: skip
-        x = self._feed_forward_residual(x, training)
+        x = self._feed_forward_residual(x, block_input, training)
         if return_attention_scores:
             return AttentionResult(x, scores)
         return x
@@ -329,6 +361,7 @@ class DecoderBlock(_TransformerBlock):
         feed_forward=None,
         norm=None,
         cross_attention=True,
+        residual="sequential",
         **kwargs,
     ):
         if len(legacy_arguments) > len(LEGACY_POSITIONAL):  # 0.1's order
@@ -336,8 +369,14 @@ class DecoderBlock(_TransformerBlock):
         super().__init__(
             num_heads, ff_dim, dropout, *legacy_arguments,
             attention=attention, feed_forward=feed_forward, norm=norm,
-            **kwargs,
+            residual=residual, **kwargs,
         )  # fmt: skip
+        if cross_attention and residual != "sequential":
+            raise ValueError(
+                f"`residual={residual!r}` is for decoder-only blocks: with "
+                "cross-attention the sublayers run in sequence. Received: "
+                "cross_attention=True"
+            )
         self.has_cross_attention = cross_attention
         self.cross_attention_layer = None
 
@@ -354,8 +393,8 @@ class DecoderBlock(_TransformerBlock):
                 dtype=self.dtype_policy,
             )
             self.cross_attention_layer.build(x_shape, context_shape)
-            self.cross_attention_norm = self._norm_layer(
-                "cross_attention_norm", x_shape
+            self.cross_attention_norm, self.cross_attention_output_norm = (
+                self._norm_layers("cross_attention", x_shape)
             )
         self._build_feed_forward(x_shape)
 
@@ -392,6 +431,7 @@ class DecoderBlock(_TransformerBlock):
     ):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
         self._check_context(context)
+        block_input = x
         x, self_scores = self._self_attention_residual(
             x, padding_mask, attention_mask, attention_bias,
             return_attention_scores, training,
@@ -400,7 +440,7 @@ class DecoderBlock(_TransformerBlock):
             x, context, None, context_padding_mask, return_attention_scores,
             training,
         )  # fmt: skip
-        x = self._feed_forward_residual(x, training)
+        x = self._feed_forward_residual(x, block_input, training)
         if return_attention_scores:
             return DecoderResult(x, self_scores, cross_scores)
         return x
@@ -438,7 +478,7 @@ class DecoderBlock(_TransformerBlock):
             `CachedResult(outputs, cache)`.
         """
         self._check_context(context, cross_attention_cache)
-        x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
+        block_input = x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
         attention = self.self_attention.call_with_cache(
             self._sublayer_input(x, self.self_attention_norm),
             cache,
@@ -446,12 +486,16 @@ class DecoderBlock(_TransformerBlock):
             attention_mask=attention_mask,
             attention_bias=attention_bias,
         )
-        x = self._add_residual(x, attention.outputs, self.self_attention_norm)
+        x = self._add_residual(
+            x, attention.outputs, self.self_attention_norm,
+            self.self_attention_output_norm,
+        )  # fmt: skip
         x, _ = self._cross_attention_residual(
             x, context, cross_attention_cache, context_padding_mask, False,
             False,
         )  # fmt: skip
-        return CachedResult(self._feed_forward_residual(x), attention.cache)
+        x = self._feed_forward_residual(x, block_input)
+        return CachedResult(x, attention.cache)
 
     def _cross_attention_residual(
         self, x, context, cache, context_padding_mask, return_scores, training
@@ -468,7 +512,10 @@ class DecoderBlock(_TransformerBlock):
             training=training,
         )
         outputs = result.outputs if return_scores else result
-        x = self._add_residual(x, outputs, self.cross_attention_norm)
+        x = self._add_residual(
+            x, outputs, self.cross_attention_norm,
+            self.cross_attention_output_norm,
+        )  # fmt: skip
         return x, result.scores if return_scores else None
 
     def initial_cache(self, batch_size, max_length):

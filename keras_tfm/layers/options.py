@@ -5,9 +5,13 @@ Blocks and models take three option dicts and pass them down unchanged:
 - `attention`: arguments of `MultiHeadSelfAttention` (`num_heads`,
   `key_dim`, `num_kv_heads`, `use_bias`, `attention_scale`, `rotary`, ...).
 - `feed_forward`: arguments of `FeedForward` (`hidden_dim`, `activation`,
-  `use_bias`).
-- `norm`: `"type"`, `"epsilon"` and `"placement"` (see
+  `use_bias`), or, with a `"type"` other than `"dense"`, of the layer
+  `FEED_FORWARD_LAYERS` registers under that name.
+- `norm`: `"type"`, `"epsilon"`, `"placement"` and `"offset"` (see
   `keras_tfm.layers.normalization`).
+
+A block's `residual` argument (`RESIDUALS`) says how its sublayers meet the
+residual stream.
 
 Each option is declared once, by the layer that uses it: a new attention
 option is an argument of the attention layer and reaches every block and
@@ -21,7 +25,17 @@ import keras
 from keras_tfm.layers.attention import MultiHeadSelfAttention
 from keras_tfm.layers.feed_forward import FeedForward
 from keras_tfm.layers.normalization import norm_options
-from keras_tfm.layers.validation import check_positive_int
+from keras_tfm.layers.validation import check_choice, check_positive_int
+
+# The feed-forward layer of each `feed_forward["type"]`. The completed
+# options hold `"type"` only when it is not the default, so configs written
+# before the key existed are unchanged.
+FEED_FORWARD_LAYERS = {"dense": FeedForward}
+DEFAULT_FEED_FORWARD = "dense"
+# How a block's sublayers meet the residual stream: one after the other,
+# or both reading the block's input, `x + attn(norm_1(x)) + ff(norm_2(x))`
+# (GPT-NeoX), or through one shared norm (GPT-J, Phi-2).
+RESIDUALS = ("sequential", "parallel", "parallel_shared_norm")
 
 # The flat arguments of keras_tfm 0.1 and the option dicts each belongs to.
 LEGACY_ARGUMENTS = {
@@ -96,13 +110,40 @@ def block_options(
             "attention",
             {**defaults.get("attention", {}), **options["attention"]},
         ),
-        "feed_forward": _complete(
-            FeedForward,
-            "feed_forward",
-            {**defaults.get("feed_forward", {}), **options["feed_forward"]},
+        "feed_forward": _complete_feed_forward(
+            {**defaults.get("feed_forward", {}), **options["feed_forward"]}
         ),
         "norm": norm_options(norm, defaults.get("norm")),
     }
+
+
+def feed_forward_layer(options, **arguments):
+    """A new feed-forward layer for complete `feed_forward` options, of the
+    class `FEED_FORWARD_LAYERS` registers for its `"type"`."""
+    options = dict(options)
+    layer_class = FEED_FORWARD_LAYERS[options.pop("type", DEFAULT_FEED_FORWARD)]
+    return layer_class(**options, **arguments)
+
+
+def check_residual(residual, norm):
+    """Checks a block's `residual` against its complete `norm` options."""
+    check_choice("residual", residual, RESIDUALS)
+    if residual != "sequential" and norm["placement"] != "pre":
+        raise ValueError(
+            f"`residual={residual!r}` needs pre-norm blocks "
+            "(norm['placement'] 'pre'), as in GPT-NeoX and Phi-2. "
+            f"Received: norm['placement']={norm['placement']!r}"
+        )
+
+
+def _complete_feed_forward(options):
+    options = dict(options)
+    kind = options.pop("type", DEFAULT_FEED_FORWARD)
+    check_choice("feed_forward['type']", kind, tuple(FEED_FORWARD_LAYERS))
+    options = _complete(FEED_FORWARD_LAYERS[kind], "feed_forward", options)
+    if kind == DEFAULT_FEED_FORWARD:
+        return options
+    return {"type": kind, **options}
 
 
 def _checked_dict(name, value):
