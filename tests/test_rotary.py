@@ -26,6 +26,21 @@ SCALINGS = {
         "original_max_position_embeddings": 8,
     },
     "llama3": LLAMA3,
+    # With head_dim 8 and an original length of 64, pairs 0 and 1 ramp.
+    "yarn": {
+        "type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 64,
+    },
+    # Positions past 8 take the long factors; `factor` sets the attention
+    # factor as transformers' `max_position_embeddings / 8` does.
+    "longrope": {
+        "type": "longrope",
+        "short_factor": [1.0, 1.5, 2.0, 3.0],
+        "long_factor": [2.0, 4.0, 8.0, 16.0],
+        "original_max_position_embeddings": 8,
+        "factor": 16.0,
+    },
 }
 
 
@@ -59,6 +74,11 @@ def transformers_reference(x, scaling, start_index, max_wavelength):
         for key, value in scaling.items()
     }
     max_position_embeddings = 128
+    if scaling["type"] == "longrope":  # the ratio gives transformers' factor
+        max_position_embeddings = int(
+            parameters.pop("factor")
+            * parameters["original_max_position_embeddings"]
+        )
     if scaling["type"] == "dynamic":  # transformers reads its length here.
         max_position_embeddings = parameters.pop(
             "original_max_position_embeddings"
@@ -74,13 +94,16 @@ def transformers_reference(x, scaling, start_index, max_wavelength):
     inverse, attention_factor = ROPE_INIT_FUNCTIONS[scaling["type"]](
         config, None, seq_len=length
     )
-    assert attention_factor == 1.0
     positions = torch.arange(start_index, length, dtype=torch.float32)
     angles = positions[:, None] * inverse[None, :]
     angles = torch.cat([angles, angles], dim=-1)[None]  # (1, seq, head_dim)
     query = torch.from_numpy(x).transpose(1, 2)  # (batch, heads, seq, dim)
     rotated, _ = apply_rotary_pos_emb(
-        query, query, angles.cos(), angles.sin(), unsqueeze_dim=1
+        query,
+        query,
+        angles.cos() * attention_factor,
+        angles.sin() * attention_factor,
+        unsqueeze_dim=1,
     )
     return rotated.transpose(1, 2).numpy()
 
@@ -156,7 +179,8 @@ def test_get_config_round_trip(scaling):
     layer = RotaryEmbedding(max_wavelength=500000.0, scaling=scaling)
     config = layer.get_config()
     assert config["max_wavelength"] == 500000.0
-    assert config["scaling"] == scaling
+    # Optional keys are filled in with their defaults.
+    assert (config["scaling"] or {}).items() >= (scaling or {}).items()
     json.dumps(config)
     restored = RotaryEmbedding.from_config(config)
     x = queries()
@@ -174,7 +198,21 @@ def test_get_config_round_trip(scaling):
         ({"max_wavelength": "10000"}, ["max_wavelength"]),
         ({"max_wavelength": True}, ["max_wavelength"]),
         ({"scaling": "linear"}, ["scaling", "linear", "llama3"]),
-        ({"scaling": {"type": "yarn", "factor": 2}}, ["scaling", "yarn"]),
+        ({"scaling": {"type": "ntk", "factor": 2}}, ["scaling", "yarn"]),
+        (
+            {"scaling": {"type": "yarn", "factor": 2}},
+            ["scaling", "'original_max_position_embeddings'"],
+        ),
+        (
+            {"scaling": {**SCALINGS["yarn"], "truncate": "no"}},
+            ['scaling["truncate"]', "bool"],
+        ),
+        (
+            {"scaling": {**SCALINGS["longrope"], "long_factor": [1, -2]}},
+            ['scaling["long_factor"][1]', "positive"],
+        ),
+        ({"fraction": 0}, ["fraction", "(0, 1]"]),
+        ({"fraction": 1.5}, ["fraction", "(0, 1]"]),
         ({"scaling": {"factor": 2}}, ["scaling", "dynamic"]),
         ({"scaling": {"type": "linear"}}, ["scaling", "'factor'"]),
         (
@@ -206,31 +244,48 @@ def test_bad_arguments_name_the_key(arguments, names):
         assert name in str(error.value)
 
 
-def test_odd_head_dim_is_rejected():
-    with pytest.raises(ValueError, match="even head dimension"):
+def test_odd_rotated_channels_are_rejected():
+    with pytest.raises(ValueError, match="even, nonzero number of channels"):
         RotaryEmbedding()(random_inputs(1, 2, 1, 7))
+    with pytest.raises(ValueError, match="head_dim=8 and fraction=0.375"):
+        RotaryEmbedding(fraction=0.375)(queries())
+    with pytest.raises(ValueError, match="one number per rotated channel"):
+        RotaryEmbedding(scaling=SCALINGS["longrope"], fraction=0.5)(queries())
+
+
+@pytest.mark.parametrize("fraction, channels", [(0.5, 4), (0.8, 6)])
+def test_a_fraction_rotates_the_first_channels(fraction, channels):
+    # int(8 * 0.8) = 6, as transformers' `partial_rotary_factor` rounds.
+    x = queries()
+    rotated = to_numpy(RotaryEmbedding(fraction=fraction)(x, start_index=3))
+    expected = np.concatenate(
+        [rotary_reference(x[..., :channels], 3), x[..., channels:]], axis=-1
+    )
+    np.testing.assert_allclose(rotated, expected, atol=1e-5)
 
 
 def test_rotary_options():
     assert rotary_options(None) is None
     assert rotary_options(False) is None
     assert rotary_options(False, max_wavelength=5) is None
-    assert rotary_options(True) == {"max_wavelength": 10000, "scaling": None}
+    default = {"max_wavelength": 10000, "scaling": None, "fraction": 1.0}
+    assert rotary_options(True) == default
     assert rotary_options(True, max_wavelength=500000.0) == {
+        **default,
         "max_wavelength": 500000.0,
-        "scaling": None,
     }
-    assert rotary_options({}) == {"max_wavelength": 10000, "scaling": None}
+    assert rotary_options({}) == default
     options = rotary_options(
         {"max_wavelength": np.float32(500000.0), "scaling": LLAMA3}
     )
-    assert options == {"max_wavelength": 500000.0, "scaling": LLAMA3}
+    assert options == {**default, "max_wavelength": 500000.0, "scaling": LLAMA3}
     assert type(options["max_wavelength"]) is float
     json.dumps(options)
     assert rotary_options({"max_wavelength": 7}, max_wavelength=9) == {
+        **default,
         "max_wavelength": 9,
-        "scaling": None,
     }
+    assert rotary_options({"fraction": 0.25})["fraction"] == 0.25
     layer = RotaryEmbedding(**rotary_options({"scaling": SCALINGS["linear"]}))
     assert layer.scaling == SCALINGS["linear"]
 
