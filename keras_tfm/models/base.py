@@ -5,9 +5,12 @@ import keras
 
 from keras_tfm.layers import MultiHeadCrossAttention, MultiHeadSelfAttention
 from keras_tfm.layers.normalization import normalization
+from keras_tfm.layers.options import block_options
 from keras_tfm.layers.validation import check_choice
 
 SPECIAL_TOKENS = ("pad", "bos", "eos")
+# The option dicts one entry of `layer_overrides` may change.
+OVERRIDDEN_OPTIONS = ("attention", "feed_forward", "norm")
 
 
 class FunctionalModel(keras.Model):
@@ -112,13 +115,87 @@ class FunctionalModel(keras.Model):
                         dense.bias.trainable = False
 
 
-def make_blocks(block_class, num_layers, prefix, options, **arguments):
+def make_blocks(
+    block_class,
+    num_layers,
+    prefix,
+    options,
+    layer_overrides=None,
+    **arguments,
+):
     """`num_layers` blocks named `{prefix}_block_{index}`, each given the
-    model's `options` (from `layers.options.block_options`)."""
+    model's `options` (from `layers.options.block_options`) with its entry
+    of `layer_overrides` merged over them (see `layer_options`)."""
+    overrides = _checked_overrides(layer_overrides, num_layers)
     return [
-        block_class(name=f"{prefix}_block_{index}", **options, **arguments)
-        for index in range(num_layers)
+        block_class(
+            name=f"{prefix}_block_{index}",
+            **layer_options(options, override, index),
+            **arguments,
+        )
+        for index, override in enumerate(overrides)
     ]
+
+
+def layer_options(options, override, index):
+    """The complete options of block `index`: `override` (None or a dict
+    of `attention`, `feed_forward`, `norm` dicts) merged over the model's.
+
+    Each key of an override dict replaces the model's, but a dict value
+    over a dict value is merged one level down too, so that
+    `{"attention": {"rotary": {"max_wavelength": 1e4}}}` keeps the model's
+    other rotary options.
+    """
+    if not override:
+        return options
+    merged = {
+        name: _merged(options[name], override.get(name, {}))
+        for name in OVERRIDDEN_OPTIONS
+    }
+    try:
+        return block_options({}, **merged)
+    except ValueError as error:
+        raise ValueError(
+            f"`layer_overrides[{index}]` does not fit the blocks: {error}"
+        ) from None
+
+
+def _merged(base, override):
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            value = {**base[key], **value}
+        merged[key] = value
+    return merged
+
+
+def _checked_overrides(layer_overrides, num_layers):
+    if layer_overrides is None:
+        return [None] * num_layers
+    if (
+        not isinstance(layer_overrides, list | tuple)
+        or len(layer_overrides) != num_layers
+    ):
+        raise ValueError(
+            f"`layer_overrides` must be None or a list of num_layers="
+            f"{num_layers} entries, each None or a dict. Received: "
+            f"layer_overrides={layer_overrides!r}"
+        )
+    for index, override in enumerate(layer_overrides):
+        name = f"layer_overrides[{index}]"
+        if override is not None and not isinstance(override, dict):
+            raise ValueError(
+                f"`{name}` must be None or a dict with keys among "
+                f"{list(OVERRIDDEN_OPTIONS)}. Received: {name}={override!r}"
+            )
+        for key, value in (override or {}).items():
+            check_choice(f"{name} key", key, OVERRIDDEN_OPTIONS)
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"`{name}[{key!r}]` must be a dict of options. "
+                    f"Received: {name}[{key!r}]={value!r}"
+                )
+    return layer_overrides
 
 
 def stack_norm(prefix, enabled, norm_options):

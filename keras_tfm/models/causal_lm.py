@@ -1,6 +1,7 @@
 """A decoder-only (GPT-style) language model."""
 
 import keras
+from keras import ops
 
 from keras_tfm.layers import DecoderBlock, PositionalEmbedding
 from keras_tfm.layers.options import block_options
@@ -49,7 +50,24 @@ class CausalLM(FunctionalModel):
         feed_forward: Dict of `FeedForward` options (`activation`, default
             `"gelu"`; `use_bias`).
         norm: Norm options for the blocks and the final norm: `"layer"`
-            (default), `"rms"` or a dict (placement `"pre"` by default).
+            (default), `"rms"` or a dict (placement `"pre"` by default;
+            `"sandwich"`, `"output"`; an RMS `"offset"`).
+        residual: How each block's sublayers meet the residual stream:
+            `"sequential"` (default), `"parallel"` or
+            `"parallel_shared_norm"` (see `DecoderBlock`).
+        embedding_scale: None, or a number the token embeddings are
+            multiplied by before the blocks (Gemma's `sqrt(embed_dim)`),
+            cast to the compute dtype first, as `transformers` does.
+        logit_soft_cap: None, or a cap `c` for the logits:
+            `c * tanh(logits / c)` (Gemma 2's final logit soft-capping).
+        layer_overrides: None, or a list with one entry per block: None, or
+            a dict with any of `"attention"`, `"feed_forward"`, `"norm"`,
+            whose options are merged over the model's for that block only
+            (Gemma 2's local layers:
+            `{"attention": {"sliding_window": 4096}}`; SmolLM3's layers
+            without positions: `{"attention": {"rotary": None}}`). A nested
+            dict (`rotary`) is merged key by key. With `attention["rotary"]`
+            set, the embedding adds no positions whatever the overrides.
         tie_embeddings: Whether the output projection reuses the embedding.
         output_bias: Whether an untied output projection has a bias.
         padding_id: A token id to treat as padding (masked in attention
@@ -113,6 +131,10 @@ class CausalLM(FunctionalModel):
         tie_embeddings=True,
         output_bias=True,
         padding_id=None,
+        residual="sequential",
+        embedding_scale=None,
+        logit_soft_cap=None,
+        layer_overrides=None,
         name="causal_lm",
         **kwargs,
     ):
@@ -124,6 +146,13 @@ class CausalLM(FunctionalModel):
             kwargs, num_heads, ff_dim, attention, feed_forward, norm, _DEFAULTS
         )
         rotary = options["attention"]["rotary"] is not None
+        if embedding_scale is not None and not rotary:
+            raise ValueError(
+                "`embedding_scale` scales token embeddings, so it needs "
+                "rotary positions (attention['rotary']): with learned "
+                "positions it would scale them too. Received: "
+                f"embedding_scale={embedding_scale!r}, rotary=None"
+            )
         self.embedding = PositionalEmbedding(
             vocab_size,
             sequence_length,
@@ -133,13 +162,19 @@ class CausalLM(FunctionalModel):
             padding_id=padding_id or 0,
             name="embedding",
         )
+        self.embedding_scaling = _optional_layer(
+            keras.layers.Rescaling, embedding_scale, "embedding_scale"
+        )
         self.embedding_dropout = keras.layers.Dropout(
             dropout, name="embedding_dropout"
         )
         self.blocks = make_blocks(
-            DecoderBlock, num_layers, "decoder", options,
-            dropout=dropout, cross_attention=False,
+            DecoderBlock, num_layers, "decoder", options, layer_overrides,
+            dropout=dropout, cross_attention=False, residual=residual,
         )  # fmt: skip
+        self.logit_capping = _optional_layer(
+            SoftCap, logit_soft_cap, "logit_soft_cap"
+        )
         self.final_norm = stack_norm("decoder", True, options["norm"])
         self.output_projection = (
             None
@@ -150,7 +185,7 @@ class CausalLM(FunctionalModel):
         )
 
         tokens = keras.Input((None,), dtype="int32", name="tokens")
-        x = self.embedding_dropout(self.embedding(tokens))
+        x = self.embedding_dropout(self._embed(tokens))
         x = run_stack(x, self.blocks)
         super().__init__(tokens, self._logits(x), name=name, **kwargs)
 
@@ -165,12 +200,26 @@ class CausalLM(FunctionalModel):
         self.tie_embeddings = tie_embeddings
         self.output_bias = output_bias
         self.padding_id = padding_id
+        self.residual = residual
+        self.embedding_scale = embedding_scale
+        self.logit_soft_cap = logit_soft_cap
+        self.layer_overrides = layer_overrides
+
+    def _embed(self, tokens, start_index=0):
+        x = self.embedding(tokens, start_index=start_index)
+        if self.embedding_scaling is None:
+            return x
+        return self.embedding_scaling(x)
 
     def _logits(self, x):
         x = self.final_norm(x)
         if self.output_projection is None:
-            return self.embedding(x, reverse=True)
-        return self.output_projection(x)
+            logits = self.embedding(x, reverse=True)
+        else:
+            logits = self.output_projection(x)
+        if self.logit_capping is None:
+            return logits
+        return self.logit_capping(logits)
 
     def initial_cache(self, batch_size, max_length):
         """An empty key/value cache: one tensor per block.
@@ -207,7 +256,7 @@ class CausalLM(FunctionalModel):
             `(logits, cache)`: logits `(batch, n, vocab_size)` and the
             updated cache.
         """
-        x = self.embedding(tokens, start_index=cache_index)
+        x = self._embed(tokens, start_index=cache_index)
         new_cache = []
         for block, block_cache in zip(self.blocks, cache, strict=True):
             x, block_cache = block.call_with_cache(x, block_cache, cache_index)
@@ -230,7 +279,70 @@ class CausalLM(FunctionalModel):
             "tie_embeddings": self.tie_embeddings,
             "output_bias": self.output_bias,
             "padding_id": self.padding_id,
+            "residual": self.residual,
+            "embedding_scale": self.embedding_scale,
+            "logit_soft_cap": self.logit_soft_cap,
+            "layer_overrides": self.layer_overrides,
         }
+
+
+def _optional_layer(layer_class, value, name):
+    """`layer_class(value, name=name)`, or None for a None `value`."""
+    if value is None:
+        return None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or value <= 0:
+        raise ValueError(
+            f"`{name}` must be None or a positive number. Received: "
+            f"{name}={value!r}"
+        )
+    return layer_class(value, name=name)
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class SoftCap(keras.layers.Layer):
+    """Squashes values smoothly into `(-cap, cap)`: `cap * tanh(x / cap)`.
+
+    Gemma 2's soft-capping of the final logits. Masks pass through.
+
+    Args:
+        cap: The bound, a positive number.
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        x: Any tensor.
+
+    Returns:
+        A tensor with the shape and dtype of `x`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm.models.causal_lm import SoftCap
+
+    capped = SoftCap(30.0)(np.array([1.0, 100.0]))  # [~1.0, ~29.9]
+    ```
+    """
+
+    def __init__(self, cap, **kwargs):
+        super().__init__(**kwargs)
+        if cap <= 0:
+            raise ValueError(
+                f"`cap` must be a positive number. Received: cap={cap!r}"
+            )
+        self.cap = cap
+        self.supports_masking = True
+
+    def call(self, x):
+        cap = ops.cast(self.cap, x.dtype)
+        return cap * ops.tanh(x / cap)
+
+    def compute_output_shape(self, x_shape):
+        return x_shape
+
+    def get_config(self):
+        return {**super().get_config(), "cap": self.cap}
 
 
 def causal_lm(*args, **kwargs):
