@@ -19,6 +19,8 @@ from keras_tfm import (
     RotaryEmbedding,
     SinusoidalEncoding,
 )
+from keras_tfm.layers.normalization import OffsetRMSNormalization
+from keras_tfm.models.causal_lm import SoftCap
 
 
 class LayerHarnessTest(TestCase):
@@ -144,6 +146,63 @@ class LayerHarnessTest(TestCase):
             run_training_check=False,
         )
 
+    def test_block_norm_placements_and_offset(self):
+        for placement, norms in (("sandwich", 4), ("output", 2)):
+            self.run_layer_test(
+                EncoderBlock,
+                init_kwargs={
+                    "num_heads": 2,
+                    "ff_dim": 16,
+                    "norm": {
+                        "type": "rms",
+                        "placement": placement,
+                        "offset": 1.0,
+                    },
+                },
+                input_shape=(2, 5, 8),
+                expected_output_shape=(2, 5, 8),
+                # 8 attention + 4 feed-forward + one scale per norm.
+                expected_num_trainable_weights=12 + norms,
+                supports_masking=True,
+            )
+
+    def test_block_parallel_residuals(self):
+        for residual, norms in (("parallel", 2), ("parallel_shared_norm", 1)):
+            self.run_layer_test(
+                DecoderBlock,
+                init_kwargs={
+                    "num_heads": 2,
+                    "ff_dim": 16,
+                    "cross_attention": False,
+                    "norm": {"type": "rms", "placement": "pre"},
+                    "residual": residual,
+                },
+                input_shape=(2, 5, 8),
+                expected_output_shape=(2, 5, 8),
+                expected_num_trainable_weights=12 + norms,
+            )
+
+    def test_offset_rms_normalization(self):
+        self.run_layer_test(
+            OffsetRMSNormalization,
+            init_kwargs={"epsilon": 1e-6, "offset": 1.0},
+            input_shape=(2, 5, 8),
+            expected_output_shape=(2, 5, 8),
+            expected_num_trainable_weights=1,
+            supports_masking=True,
+        )
+
+    def test_soft_cap(self):
+        self.run_layer_test(
+            SoftCap,
+            init_kwargs={"cap": 3.0},
+            input_shape=(2, 5, 8),
+            expected_output_shape=(2, 5, 8),
+            expected_num_trainable_weights=0,
+            supports_masking=True,
+            run_training_check=False,
+        )
+
     def test_decoder_only_block(self):
         self.run_layer_test(
             DecoderBlock,
@@ -171,6 +230,16 @@ class LayerHarnessTest(TestCase):
         FeedForward(12, "swiglu", 0.3),
         EncoderBlock(2, 8, 0.0, "gelu", True, "rms", 1e-3, True, 1),
         DecoderBlock(2, 8, cross_attention=False, norm_first=True, dropout=0),
+        DecoderBlock(
+            2,
+            8,
+            cross_attention=False,
+            residual="parallel_shared_norm",
+            norm={"type": "rms", "placement": "pre", "offset": 1.0},
+        ),
+        EncoderBlock(2, 8, norm={"placement": "sandwich"}),
+        OffsetRMSNormalization(1e-5, 0.5),
+        SoftCap(2.0),
     ],
     ids=lambda layer: type(layer).__name__,
 )
