@@ -158,8 +158,11 @@ class EncoderBlock(_TransformerBlock):
     """Transformer encoder block: self-attention and feed-forward.
 
     Each sublayer is wrapped in a residual connection and a normalization,
-    after the sum (post-norm, as in the paper) or before the sublayer
-    (`norm={"placement": "pre"}`). The width is read from the input.
+    after the sum (post-norm, as in the paper), before the sublayer
+    (`"pre"`), before and after it (`"sandwich"`, Gemma 2) or after it only
+    (`"output"`, OLMo 2), by `norm["placement"]`. With a parallel
+    `residual`, attention and feed-forward both read the block's input.
+    The width is read from the input.
 
     Masks: a Keras mask on `x` (from a `mask_zero=True` embedding) or an
     explicit `padding_mask` hides padding tokens from attention, and the Keras
@@ -180,8 +183,13 @@ class EncoderBlock(_TransformerBlock):
         feed_forward: Dict of `FeedForward` arguments (`activation`:
             `"relu"`, `"gelu"`, `"gelu_tanh"`, `"swiglu"`, `"geglu_tanh"`;
             `use_bias`).
-        norm: `"layer"`, `"rms"`, or a dict with `"type"`, `"epsilon"` and
-            `"placement"` (`"post"`, the default, or `"pre"`).
+        norm: `"layer"`, `"rms"`, or a dict with `"type"`, `"epsilon"`,
+            `"placement"` (`"post"`, the default, `"pre"`, `"sandwich"`,
+            `"output"`) and an RMS `"offset"` (Gemma's `1 + weight`).
+        residual: `"sequential"` (default), `"parallel"`
+            (`x + attn(norm_1(x)) + ff(norm_2(x))`, GPT-NeoX) or
+            `"parallel_shared_norm"` (`x + attn(norm(x)) + ff(norm(x))`,
+            Phi-2); parallel ones need pre-norm placement.
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -292,9 +300,12 @@ class DecoderBlock(_TransformerBlock):
             added to the residual stream (the paper's residual dropout).
         attention: Dict of `MultiHeadSelfAttention` arguments.
         feed_forward: Dict of `FeedForward` arguments.
-        norm: `"layer"`, `"rms"`, or a dict with `"type"`, `"epsilon"` and
-            `"placement"`.
+        norm: `"layer"`, `"rms"`, or a dict with `"type"`, `"epsilon"`,
+            `"placement"` and `"offset"`.
         cross_attention: Whether the block attends to `context`.
+        residual: `"sequential"`, `"parallel"` or
+            `"parallel_shared_norm"`, as in `EncoderBlock`; parallel ones
+            for a block without cross-attention only.
         **kwargs: Standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -399,18 +410,15 @@ class DecoderBlock(_TransformerBlock):
         self._build_feed_forward(x_shape)
 
     def _check_context(self, context, cross_attention_cache=None):
-        if self.has_cross_attention and context is None:
-            if cross_attention_cache is not None:
-                return
+        given = context is not None or cross_attention_cache is not None
+        if self.has_cross_attention and not given:
             raise ValueError(
                 "This DecoderBlock has `cross_attention=True`, so `context` "
                 "(the encoder output) is required. Received: context=None. "
                 "Build it with `cross_attention=False` for a decoder-only "
                 "block."
             )
-        if not self.has_cross_attention and (
-            context is not None or cross_attention_cache is not None
-        ):
+        if not self.has_cross_attention and given:
             raise ValueError(
                 "This DecoderBlock has `cross_attention=False`, so it takes "
                 "no `context` or `cross_attention_cache`. Received one; build "
