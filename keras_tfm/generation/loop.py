@@ -1,6 +1,8 @@
 """The compiled generation loop (keras-hub's samplers inside one Keras
 model) and the step-by-step loop behind `stream`."""
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -8,6 +10,7 @@ from keras import ops
 from keras_tfm.extras import require
 from keras_tfm.generation.prompts import can_use_cache
 from keras_tfm.generation.torch_step import TorchStep
+from keras_tfm.layers.attention import MultiHeadSelfAttention
 
 # The attribute of a model that holds its compiled loops, so that calling
 # `generate` again reuses the compiled program. Keras's saving skips
@@ -31,7 +34,10 @@ def stream_steps(
         tokens[row, : len(prompt)] = prompt
     start = lengths.min()
     cache = model.initial_cache(batch_size, total, **encoder_inputs)
-    _, cache = step(ops.convert_to_tensor(tokens[:, :start]), cache, 0)
+    # The positions before the first step's; a rolling (sliding-window)
+    # cache must not hold a position beyond the one it decodes next.
+    if start > 1:
+        _, cache = step(ops.convert_to_tensor(tokens[:, : start - 1]), cache, 0)
     ended = np.zeros(batch_size, bool)
     for index in range(start, total):
         token = ops.convert_to_tensor(tokens[:, index - 1 : index])
@@ -103,26 +109,36 @@ class GenerationLoop(keras.Model):
         positions = ops.arange(ops.shape(tokens)[1])[None, :]
         prompt_lengths = ops.cast(inputs["prompt_lengths"], "int32")
         prompt_mask = positions < prompt_lengths[:, None]
+        start = ops.min(prompt_lengths)
         if self.use_cache:
-            next_logits, cache = self._cached_step(tokens, encoder_inputs)
+            next_logits, cache, start = self._cached_step(
+                tokens, encoder_inputs, start
+            )
         else:
             next_logits, cache = self._uncached_step(encoder_inputs)
         return self.sampler(
             next_logits,
             tokens,
             cache=cache,
-            index=ops.min(prompt_lengths),
+            index=start,
             mask=prompt_mask,
             stop_token_ids=self.end_token_ids,
             model=self,
         )
 
-    def _cached_step(self, tokens, encoder_inputs):
-        """The sampler's step function and the prefilled cache."""
+    def _cached_step(self, tokens, encoder_inputs, start):
+        """The sampler's step function, the prefilled cache and the index
+        the sampler starts at (`start`, the shortest prompt's length, or
+        earlier)."""
         model = self.wrapped_model
         batch_size, max_length = ops.shape(tokens)[0], ops.shape(tokens)[1]
         cache = model.initial_cache(batch_size, max_length, **encoder_inputs)
-        _, cache = self.call_with_cache(tokens, cache, 0)
+        if sliding_window_of(model) is None:
+            # One call over the whole buffer: the positions past `start`
+            # are decoded again, step by step, over what it wrote.
+            _, cache = self.call_with_cache(tokens, cache, 0)
+        else:
+            cache, start = self._prefill_in_chunks(tokens, cache, start)
 
         def next_logits(tokens, cache, index):
             # Beam search calls this with `num_beams` rows per prompt.
@@ -130,7 +146,33 @@ class GenerationLoop(keras.Model):
             logits, cache = self.call_with_cache(token, cache, index - 1)
             return logits[:, 0, :], None, cache
 
-        return next_logits, cache
+        return next_logits, cache, start
+
+    def _prefill_in_chunks(self, tokens, cache, start):
+        """`(cache, index)`: the cache holding the positions before
+        `index - 1`, written by whole chunks of prompt tokens.
+
+        A rolling (sliding-window) cache keeps the latest positions only,
+        so a prefill must not write the padding past the shortest prompt:
+        it writes every whole chunk before `start - 1`, and the sampler
+        decodes the rest of the prompt step by step. Chunks of about
+        `sqrt(max_length)` positions balance the number of chunk calls
+        against those steps; their shape is static, as XLA needs.
+        """
+        batch_size, max_length = ops.shape(tokens)[0], ops.shape(tokens)[1]
+        chunk = max(1, math.isqrt(max_length))
+        chunks = (start - 1) // chunk
+
+        def prefill(index, cache):
+            position = index * chunk
+            part = ops.slice(tokens, (0, position), (batch_size, chunk))
+            _, cache = self.call_with_cache(part, cache, position)
+            return index + 1, cache
+
+        _, cache = ops.while_loop(
+            lambda index, cache: index < chunks, prefill, (0, cache)
+        )
+        return cache, chunks * chunk + 1
 
     def _uncached_step(self, encoder_inputs):
         """The sampler's step function running the whole model, and the
@@ -182,6 +224,18 @@ def generation_loop(model, sampler, **options):
         loop.compile(jit_compile=keras.backend.backend() != "torch")
         loops[key] = loop
     return loops[key]
+
+
+def sliding_window_of(model):
+    """The smallest sliding window of `model`'s self-attention layers, or
+    None when none slides (its cache then holds every position)."""
+    windows = [
+        layer.sliding_window
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, MultiHeadSelfAttention)
+        and layer.sliding_window is not None
+    ]
+    return min(windows, default=None)
 
 
 def model_cache(model):

@@ -9,13 +9,18 @@ from keras_tfm.layers.masks import (
     check_masks,
     get_keras_mask,
     merge_masks,
+    visible_positions,
 )
 from keras_tfm.layers.multi_head import (
     AttentionResult,
     CachedResult,
     MultiHeadAttentionBase,
+    QueryKeyNormalization,
     heads_first_cache,
     keys_and_values,
+    query_key_norm_options,
+    rolling_cache_positions,
+    rolling_cache_update,
 )
 from keras_tfm.layers.rotary import RotaryEmbedding, rotary_options
 from keras_tfm.layers.validation import (
@@ -64,7 +69,22 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             positions.
         rotary: Rotary position embeddings on queries and keys: `False` or
             None for none, `True` for the defaults, or a dict of
-            `RotaryEmbedding` arguments (`max_wavelength`, `scaling`).
+            `RotaryEmbedding` arguments (`max_wavelength`, `scaling`,
+            `fraction`).
+        query_key_norm: None, or a dict to RMS-normalise queries and keys
+            after their projection, before rotary positions (Qwen3, Gemma 3,
+            OLMo 2): `"epsilon"` (1e-6), `"scope"` (`"head"`: each head, one
+            scale of `head_dim` shared by the heads; `"projection"`: the
+            whole projection, OLMo 2), `"offset"` (0.0; Gemma's norms scale
+            by `1 + weight`: 1.0) and `"type"` (`"rms"`). The norms are the
+            sublayers `query_norm` and `key_norm`, weight `scale`.
+        logit_soft_cap: None, or a positive number `c`: the scaled logits
+            become `c * tanh(logits / c)` before masking (Gemma 2). Takes
+            the explicit attention formula.
+        sliding_window: None, or a positive int `w` (a causal layer only):
+            each position attends to itself and the `w - 1` positions
+            before it (Mistral, Gemma 2 local layers). Its cache is a
+            rolling buffer of `min(max_length, w)` positions.
         **kwargs: Standard layer arguments (`name`, `dtype`, ...). The flat
             `rotary_max_wavelength` of keras_tfm 0.1 is still taken.
 
@@ -123,6 +143,9 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
         causal=False,
         rotary=False,
         attention_scale=None,
+        query_key_norm=None,
+        logit_soft_cap=None,
+        sliding_window=None,
         **kwargs,
     ):
         legacy_max_wavelength = kwargs.pop("rotary_max_wavelength", None)
@@ -133,14 +156,32 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             dropout=dropout,
             use_bias=use_bias,
             attention_scale=attention_scale,
+            logit_soft_cap=logit_soft_cap,
             **kwargs,
         )
         self.causal = causal
         self.rotary = rotary_options(rotary, legacy_max_wavelength)
+        self.query_key_norm = query_key_norm_options(query_key_norm)
+        if sliding_window is not None:
+            check_positive_int("sliding_window", sliding_window)
+        self.sliding_window = sliding_window
 
     def build(self, x_shape):
         check_rank("x", x_shape, 3, "(batch, seq, width)")
+        # Checked here, not in `__init__`: blocks read the defaults of their
+        # `attention` options from a layer made before they set `causal`.
+        if self.sliding_window is not None and not self.causal:
+            raise ValueError(
+                "`sliding_window` needs a causal layer (`causal=True`, as in "
+                "`DecoderBlock`). Received: "
+                f"sliding_window={self.sliding_window!r}, causal=False"
+            )
         self._build_projections(x_shape, x_shape)
+        if self.query_key_norm is not None:
+            self.query_norm = self._query_key_norm(
+                "query_norm", self.query_dense
+            )
+            self.key_norm = self._query_key_norm("key_norm", self.key_dense)
         if self.rotary is not None:
             self.rotary_embedding = RotaryEmbedding(
                 **self.rotary, name="rotary_embedding", dtype=self.dtype_policy
@@ -180,8 +221,22 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             outputs[:, :, keys_end:],
         )
 
+    def _query_key_norm(self, name, projection):
+        options = self.query_key_norm
+        norm = QueryKeyNormalization(
+            epsilon=options["epsilon"],
+            scope=options["scope"],
+            offset=options["offset"],
+            name=name,
+            dtype=self.dtype_policy,
+        )
+        norm.build(projection.kernel.shape)  # (width, heads, head_dim)
+        return norm
+
     def _positioned_projections(self, x, start_index):
         query, key, value = self._project(x)
+        if self.query_key_norm is not None:
+            query, key = self.query_norm(query), self.key_norm(key)
         if self.rotary is not None:
             query = self.rotary_embedding(query, start_index=start_index)
             key = self.rotary_embedding(key, start_index=start_index)
@@ -243,6 +298,20 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
         x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
         check_rank("x", x.shape, 3, "(batch, seq, width)")
         query, key, value = self._positioned_projections(x, cache_index)
+        _check_cache(cache, key)
+        if self.sliding_window is not None:
+            if any(m is not None for m in (padding_mask, attention_mask)) or (
+                attention_bias is not None
+            ):
+                raise ValueError(
+                    "`call_with_cache` of a layer with a `sliding_window` "
+                    "takes no `padding_mask`, `attention_mask` or "
+                    "`attention_bias`: its cache is a rolling buffer, whose "
+                    "slots are not positions."
+                )
+            return self._sliding_call_with_cache(
+                query, key, value, cache, cache_index
+            )
         cache = self._update_cache(cache, cache_index, key, value)
         key, value = keys_and_values(cache)
         outputs, _ = self._attend_keys(
@@ -259,12 +328,17 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
         `start_index` is None without a cache, else the queries' first
         position in it."""
         check_masks(query.shape, key.shape, padding_mask, attention_mask)
-        explicit = explicit or kernels.explicit_attention_is_faster(query, key)
+        explicit = (
+            explicit
+            or self.logit_soft_cap is not None  # see `_attend`
+            or kernels.explicit_attention_is_faster(query, key)
+        )
         # The fused kernels take causality as a flag; a mask tensor is built
         # only when another mask must be combined with it, or for the
         # explicit path, or for a cache (whose unfilled keys are hidden).
         is_causal = self.causal and not (
-            start_index is not None
+            self.sliding_window is not None
+            or start_index is not None
             or explicit
             or any(m is not None for m in (padding_mask, attention_mask, bias))
         )
@@ -281,15 +355,35 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             explicit=explicit, training=training,
         )  # fmt: skip
 
-    def _update_cache(self, cache, cache_index, key, value):
-        batch, _, heads, head_dim = key.shape
-        check_shape(
-            "cache",
-            cache.shape,
-            (batch, 2, heads, None, head_dim),
-            "(batch, 2, num_kv_heads, max_length, head_dim), from "
-            "`initial_cache()`",
+    def _sliding_call_with_cache(self, query, key, value, cache, cache_index):
+        """`call_with_cache` over a rolling cache: the queries attend to the
+        cached keys and their own, each at its position, then the new keys
+        and values are written (a prefill longer than the cache attends to
+        all of its keys before the earliest are dropped)."""
+        cached_keys, cached_values = keys_and_values(cache)
+        key, value = ops.cast(key, cache.dtype), ops.cast(value, cache.dtype)
+        query_positions = ops.arange(ops.shape(query)[1]) + cache_index
+        key_positions = ops.concatenate(
+            [
+                rolling_cache_positions(cache.shape[3], cache_index),
+                query_positions,
+            ]
         )
+        visible = visible_positions(
+            query_positions, key_positions, self.sliding_window
+        )
+        keys = ops.concatenate([cached_keys, key], axis=1)
+        values = ops.concatenate([cached_values, value], axis=1)
+        outputs, _ = self._attend(
+            query, keys, values, merge_masks(causal=visible), bias=None,
+            is_causal=False,
+            explicit=kernels.explicit_attention_is_faster(query, keys),
+            training=False,
+        )  # fmt: skip
+        cache = rolling_cache_update(cache, cache_index, key, value)
+        return CachedResult(outputs, cache)
+
+    def _update_cache(self, cache, cache_index, key, value):
         update = ops.cast(heads_first_cache(key, value), cache.dtype)
         return ops.slice_update(cache, (0, 0, 0, cache_index, 0), update)
 
@@ -301,7 +395,9 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
         without a cache is every key.
         """
         if self.causal:
-            return causal_mask(query_length, key_length, start_index)
+            return causal_mask(
+                query_length, key_length, start_index, self.sliding_window
+            )
         written = ops.arange(key_length) < start_index + query_length
         return ops.broadcast_to(written[None, :], (query_length, key_length))
 
@@ -317,7 +413,10 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             Zeros of shape
             `(batch_size, 2, num_kv_heads, max_length, head_dim)` in the
             layer's compute dtype: keys at index 0 of axis 1, values at 1,
-            heads before positions as attention kernels read them.
+            heads before positions as attention kernels read them. With a
+            `sliding_window`, a rolling buffer of
+            `min(max_length, sliding_window)` positions instead (position
+            `p` in slot `p % length`).
         """
         if not self.built:
             raise ValueError(
@@ -333,8 +432,15 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             if isinstance(size, int):
                 check_positive_int(name, size)
         _, heads, head_dim = self.key_dense.kernel.shape
+        length = max_length
+        if self.sliding_window is not None:
+            length = (
+                min(max_length, self.sliding_window)
+                if isinstance(max_length, int)
+                else ops.minimum(max_length, self.sliding_window)
+            )
         return ops.zeros(
-            (batch_size, 2, heads, max_length, head_dim), self.compute_dtype
+            (batch_size, 2, heads, length, head_dim), self.compute_dtype
         )
 
     def get_config(self):
@@ -342,7 +448,20 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             **super().get_config(),
             "causal": self.causal,
             "rotary": self.rotary,
+            "query_key_norm": self.query_key_norm,
+            "sliding_window": self.sliding_window,
         }
+
+
+def _check_cache(cache, key):
+    batch, _, heads, head_dim = key.shape
+    check_shape(
+        "cache",
+        cache.shape,
+        (batch, 2, heads, None, head_dim),
+        "(batch, 2, num_kv_heads, max_length, head_dim), from "
+        "`initial_cache()`",
+    )
 
 
 def _bias_or_zeros(layer):

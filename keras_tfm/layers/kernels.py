@@ -24,7 +24,9 @@ MASKED_LOGIT = -30000.0
 TORCH_CPU_BFLOAT16_EXPLICIT_MAX_LENGTH = 128
 
 
-def attention_with_scores(query, key, value, mask=None, bias=None, scale=None):
+def attention_with_scores(
+    query, key, value, mask=None, bias=None, scale=None, soft_cap=None
+):
     """Scaled dot-product attention that also returns the weights.
 
     `softmax(Q K^T * scale + bias) V` written out, for when the caller asks
@@ -40,6 +42,9 @@ def attention_with_scores(query, key, value, mask=None, bias=None, scale=None):
         mask: Boolean, broadcastable to `(batch, heads, q_len, k_len)`.
         bias: Added to the logits, broadcastable like `mask`.
         scale: Multiplies `Q K^T`; defaults to `1 / sqrt(head_dim)`.
+        soft_cap: If given, the scaled logits become
+            `soft_cap * tanh(logits / soft_cap)` before the bias and the mask
+            (Gemma 2).
 
     Returns:
         `(outputs, scores)`: `(batch, q_len, heads, head_dim)` and
@@ -50,6 +55,8 @@ def attention_with_scores(query, key, value, mask=None, bias=None, scale=None):
         scale = 1.0 / math.sqrt(query.shape[-1])
     logits = ops.einsum("btnh,bsnh->bnts", query, key)
     logits = ops.cast(logits, "float32") * scale
+    if soft_cap is not None:
+        logits = soft_cap * ops.tanh(logits / soft_cap)
     if bias is not None:
         logits = logits + ops.cast(bias, "float32")
     if mask is not None:

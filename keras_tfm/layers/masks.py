@@ -20,20 +20,44 @@ __all__ = [
     "check_masks",
     "get_keras_mask",
     "merge_masks",
+    "visible_positions",
 ]
 
 
-def causal_mask(query_length, key_length, start_index=0):
+def causal_mask(query_length, key_length, start_index=0, sliding_window=None):
     """Returns a `(query_length, key_length)` boolean lower-triangular mask.
 
     Query `i` sits at absolute position `start_index + i` and may attend to
     keys at positions up to and including its own; `start_index` is the
-    number of positions already in a key/value cache.
+    number of positions already in a key/value cache. With a
+    `sliding_window`, only to the last `sliding_window` of them (see
+    `visible_positions`).
     """
-    query_positions = ops.arange(query_length) + start_index
-    key_positions = ops.arange(key_length)
-    return ops.expand_dims(query_positions, 1) >= ops.expand_dims(
-        key_positions, 0
+    return visible_positions(
+        ops.arange(query_length) + start_index,
+        ops.arange(key_length),
+        sliding_window,
+    )
+
+
+def visible_positions(query_positions, key_positions, sliding_window=None):
+    """`(queries, keys)`: whether each query may see each key, from their
+    positions.
+
+    A query at position `i` sees the keys at `j` with `0 <= j <= i` and,
+    with a sliding window, `i - sliding_window < j` (transformers'
+    `sliding_window_overlay`: the query and the `sliding_window - 1` keys
+    before it). A negative key position marks an empty cache slot.
+    """
+    query_positions = ops.expand_dims(query_positions, 1)
+    key_positions = ops.expand_dims(key_positions, 0)
+    visible = ops.logical_and(
+        key_positions <= query_positions, key_positions >= 0
+    )
+    if sliding_window is None:
+        return visible
+    return ops.logical_and(
+        visible, key_positions > query_positions - sliding_window
     )
 
 

@@ -1,12 +1,14 @@
 """What the attention layers share: projections, the attention step,
 the key/value cache layout and the named results of their calls."""
 
+import numbers
 import typing
 
 import keras
 from keras import ops
 
 from keras_tfm.layers import kernels
+from keras_tfm.layers.rotary import positive_number
 from keras_tfm.layers.validation import (
     check_choice,
     check_divisible,
@@ -15,6 +17,12 @@ from keras_tfm.layers.validation import (
 )
 
 PROJECTIONS = ("query", "key", "value", "output")
+QUERY_KEY_NORM_DEFAULTS = {
+    "type": "rms",
+    "epsilon": 1e-6,
+    "scope": "head",
+    "offset": 0.0,
+}
 
 
 class AttentionResult(typing.NamedTuple):
@@ -62,6 +70,107 @@ def keys_and_values(cache):
     )
 
 
+def query_key_norm_options(query_key_norm):
+    """The complete `query_key_norm` option, checked: None, or a dict with
+    the keys of `QUERY_KEY_NORM_DEFAULTS` (those left out take their
+    default)."""
+    if query_key_norm is None:
+        return None
+    if not isinstance(query_key_norm, dict):
+        raise ValueError(
+            "`query_key_norm` must be None or a dict with keys among "
+            f"{list(QUERY_KEY_NORM_DEFAULTS)}. "
+            f"Received: query_key_norm={query_key_norm!r}"
+        )
+    options = {**QUERY_KEY_NORM_DEFAULTS, **query_key_norm}
+    for key in options:
+        check_choice("query_key_norm key", key, tuple(QUERY_KEY_NORM_DEFAULTS))
+    check_choice("query_key_norm['type']", options["type"], ("rms",))
+    check_choice(
+        "query_key_norm['scope']", options["scope"], ("head", "projection")
+    )
+    offset = options["offset"]
+    if isinstance(offset, bool) or not isinstance(offset, numbers.Real):
+        raise ValueError(
+            "`query_key_norm['offset']` must be a number. "
+            f"Received: offset={offset!r}"
+        )
+    epsilon = positive_number("query_key_norm['epsilon']", options["epsilon"])
+    return {**options, "epsilon": epsilon, "offset": float(offset)}
+
+
+class QueryKeyNormalization(keras.layers.Layer):
+    """RMS norm of queries or keys `(batch, seq, heads, head_dim)`, after
+    their projection (Qwen3, Gemma 3, OLMo 2).
+
+    `scope="head"` normalises each head with one scale of `head_dim`
+    shared by the heads; `"projection"` the whole projection, with a scale
+    of `heads * head_dim`. The scale applied is `offset + scale` (Gemma's
+    `1 + weight`), initialised to 1. Computed in float32, as transformers'
+    Gemma does.
+    """
+
+    def __init__(self, epsilon, scope, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.scope = scope
+        self.offset = offset
+
+    def build(self, input_shape):
+        heads, head_dim = input_shape[-2], input_shape[-1]
+        size = head_dim if self.scope == "head" else heads * head_dim
+        self.scale = self.add_weight(
+            name="scale",
+            shape=(size,),
+            initializer=keras.initializers.Constant(1.0 - self.offset),
+        )
+
+    def call(self, x):
+        axes = -1 if self.scope == "head" else (-2, -1)
+        values = ops.cast(x, "float32")
+        mean_square = ops.mean(ops.square(values), axis=axes, keepdims=True)
+        normed = values * ops.rsqrt(mean_square + self.epsilon)
+        scale = ops.cast(self.scale, "float32") + self.offset
+        if self.scope == "projection":
+            scale = ops.reshape(scale, tuple(x.shape[-2:]))
+        return ops.cast(normed * scale, x.dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "epsilon": self.epsilon,
+            "scope": self.scope,
+            "offset": self.offset,
+        }
+
+
+def rolling_cache_positions(length, next_position):
+    """The position held by each slot of a rolling cache of `length` slots
+    (position `p` in slot `p % length`) once the positions before
+    `next_position` are written: `(length,)`, negative for an empty slot."""
+    last = next_position - 1
+    # `+ length` keeps the operand of `mod` non-negative on every backend.
+    return last - ops.mod(last - ops.arange(length) + length, length)
+
+
+def rolling_cache_update(cache, cache_index, key, value):
+    """`cache`, a rolling buffer (position `p` in slot `p % length`), with
+    the keys and values `(batch, n, heads, head_dim)` of the positions from
+    `cache_index` on written; of more than `length` new positions, the last
+    `length` are kept."""
+    update = ops.cast(heads_first_cache(key, value), cache.dtype)
+    length, count = cache.shape[3], update.shape[3]
+    if count == 1:
+        slot = ops.mod(cache_index, length)
+        return ops.slice_update(cache, (0, 0, 0, slot, 0), update)
+    positions = rolling_cache_positions(length, cache_index + count)
+    is_new = (positions >= cache_index)[None, None, None, :, None]
+    new = ops.take(
+        update, ops.clip(positions - cache_index, 0, count - 1), axis=3
+    )
+    return ops.where(is_new, new, cache)
+
+
 def _biased_projections(use_bias):
     """The projections that have a bias, from `use_bias`: a bool or a list
     of projection names."""
@@ -94,6 +203,7 @@ class MultiHeadAttentionBase(keras.layers.Layer):
         dropout=0.0,
         use_bias=True,
         attention_scale=None,
+        logit_soft_cap=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,6 +225,9 @@ class MultiHeadAttentionBase(keras.layers.Layer):
         )
         self.biased_projections = _biased_projections(use_bias)
         self.attention_scale = attention_scale
+        if logit_soft_cap is not None:
+            logit_soft_cap = positive_number("logit_soft_cap", logit_soft_cap)
+        self.logit_soft_cap = logit_soft_cap
         self.supports_masking = True
 
     def _build_projections(self, query_shape, key_value_shape):
@@ -169,13 +282,16 @@ class MultiHeadAttentionBase(keras.layers.Layer):
 
         `explicit` selects `kernels.attention_with_scores` over the fused
         kernel; `is_causal` (fused path only) asks the kernel for
-        causality; `bias` is added to the logits.
+        causality; `bias` is added to the logits. Soft-capped logits take
+        the explicit path: Keras's `dot_product_attention` caps them on
+        JAX's TPU kernel only.
         """
         scale, scores = self.attention_scale, None
-        if explicit:
+        if explicit or self.logit_soft_cap is not None:
             outputs, scores = kernels.attention_with_scores(
-                query, key, value, mask, bias=bias, scale=scale
-            )
+                query, key, value, mask, bias=bias, scale=scale,
+                soft_cap=self.logit_soft_cap,
+            )  # fmt: skip
         else:
             outputs = kernels.fused_attention(
                 query, key, value, mask, bias, scale, is_causal
@@ -192,4 +308,5 @@ class MultiHeadAttentionBase(keras.layers.Layer):
             "dropout": self.dropout,
             "use_bias": self.use_bias,
             "attention_scale": self.attention_scale,
+            "logit_soft_cap": self.logit_soft_cap,
         }

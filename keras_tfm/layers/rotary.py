@@ -152,7 +152,7 @@ SCALINGS = {
 }  # fmt: skip
 
 
-def _positive_number(name, value):
+def positive_number(name, value):
     """`value` as a plain Python int or float, if it is a positive number."""
     if (
         isinstance(value, bool)
@@ -177,9 +177,9 @@ def _checked_value(key, value):
         return value
     if isinstance(value, (list, tuple)):
         return [
-            _positive_number(f"{name}[{i}]", v) for i, v in enumerate(value)
+            positive_number(f"{name}[{i}]", v) for i, v in enumerate(value)
         ]
-    return _positive_number(name, value)
+    return positive_number(name, value)
 
 
 def _check_scaling(scaling):
@@ -333,7 +333,7 @@ class RotaryEmbedding(keras.layers.Layer):
         self, max_wavelength=10000, scaling=None, fraction=1.0, **kwargs
     ):
         super().__init__(**kwargs)
-        self.max_wavelength = _positive_number("max_wavelength", max_wavelength)
+        self.max_wavelength = positive_number("max_wavelength", max_wavelength)
         self.scaling = _check_scaling(scaling)
         self.fraction = _check_fraction(fraction)
         # Each position is rotated alone: a padding mask passes through.
@@ -461,7 +461,7 @@ def rotary_options(rotary, max_wavelength=None):
     if max_wavelength is None:
         max_wavelength = rotary.get("max_wavelength", 10000)
     return {
-        "max_wavelength": _positive_number("max_wavelength", max_wavelength),
+        "max_wavelength": positive_number("max_wavelength", max_wavelength),
         "scaling": _check_scaling(rotary.get("scaling")),
         "fraction": _check_fraction(rotary.get("fraction", 1.0)),
     }
