@@ -7,7 +7,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_tfm import DecoderBlock, EncoderBlock, FeedForward, models
+from keras_tfm import (
+    DecoderBlock,
+    EncoderBlock,
+    FeedForward,
+    generation,
+    models,
+)
 from keras_tfm.layers import options as options_module
 from keras_tfm.layers.normalization import OffsetRMSNormalization
 from tests.conftest import random_inputs, to_numpy
@@ -200,12 +206,13 @@ def test_the_embedding_scale_is_cast_to_the_compute_dtype():
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = small_lm(embedding_scale=math.sqrt(3.0), num_layers=1)
     embedded = model.embedding(TOKENS)
-    scaled = to_numpy(model.embedding_scaling(embedded)).astype("float32")
-    rounded = to_numpy(keras.ops.cast(math.sqrt(3.0), "bfloat16"))
-    expected = to_numpy(embedded * keras.ops.cast(rounded, "bfloat16")).astype(
-        "float32"
+    scaled = model.embedding_scaling(embedded)
+    expected = embedded * keras.ops.cast(math.sqrt(3.0), "bfloat16")
+    assert keras.backend.standardize_dtype(scaled.dtype) == "bfloat16"
+    np.testing.assert_array_equal(
+        to_numpy(keras.ops.cast(scaled, "float32")),
+        to_numpy(keras.ops.cast(expected, "float32")),
     )
-    np.testing.assert_array_equal(scaled, expected)
 
 
 OVERRIDES = [
@@ -269,6 +276,29 @@ def test_the_model_passes_its_residual_to_every_block(residual):
     model = small_lm(residual=residual, norm={"placement": "pre"})
     assert {block.residual for block in model.blocks} == {residual}
     assert model.get_config()["residual"] == residual
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {  # Gemma 2's options
+            "norm": {"type": "rms", "placement": "sandwich", "offset": 1.0},
+            "embedding_scale": math.sqrt(WIDTH),
+            "logit_soft_cap": 2.0,
+            "layer_overrides": [{"attention": {"rotary": None}}, None],
+        },
+        {"residual": "parallel_shared_norm", "norm": {"placement": "pre"}},
+    ],
+    ids=["sandwich", "parallel"],
+)
+def test_compiled_cached_generation_equals_the_uncached_loop(variant):
+    # The cached step runs compiled (XLA; torch.export on PyTorch).
+    model = small_lm(**variant)
+    prompts = [[3, 7, 1], [5, 5]]
+    np.testing.assert_array_equal(
+        generation.generate(model, prompts, 3),
+        generation.generate(model, prompts, 3, use_cache=False),
+    )
 
 
 class _Doubled(FeedForward):
