@@ -11,8 +11,13 @@ family's module (`gpt2`, `llama`, `bert`, `vit`, `t5`) as data that both
 directions read: config fields (`fields`) and a tensor layout (`core`).
 """
 
+import contextlib
 import json
 import os
+import sys
+
+import keras
+from keras.src.backend.common import global_state
 
 from keras_tfm import models
 from keras_tfm.interop.huggingface import (
@@ -34,12 +39,16 @@ from keras_tfm.interop.huggingface.core import (
 )
 from keras_tfm.interop.huggingface.fields import (
     checkpoint_config,
+    get_path,
     model_options,
     special_token_config,
     special_token_ids,
 )
 
 __all__ = ["from_huggingface", "to_huggingface"]
+
+# Checkpoints larger than this (in bytes) show a progress bar as they load.
+PROGRESS_BYTES = 256 * 2**20
 
 FAMILIES = (
     *gpt2.FAMILIES,
@@ -54,7 +63,7 @@ FAMILIES = (
 )
 
 
-def from_huggingface(directory):
+def from_huggingface(directory, dtype=None):
     """Builds a keras_tfm model from a Hugging Face checkpoint directory.
 
     Reads `config.json` and the weights (`model.safetensors`, or the shards
@@ -86,16 +95,34 @@ def from_huggingface(directory):
     is its sliding window, within which the two attentions are the same;
     a `dynamic` rope scaling's, `max_position_embeddings` times its factor.
 
+    The model is built in `dtype`, and each tensor read once, converted
+    once to its weight's dtype and freed: no weight is randomly initialised
+    first, and no second copy of the checkpoint is held. Every tensor's
+    shape and dtype is checked first, from the files' headers, so a broken
+    checkpoint fails before anything is allocated. A checkpoint over 256 MB
+    shows a progress bar (Keras's; one line at the end when stdout is not a
+    terminal).
+
     Args:
         directory: The checkpoint directory (a local snapshot).
+        dtype: A Keras dtype policy name (`"float32"`, `"bfloat16"`,
+            `"mixed_bfloat16"`, `"float16"`, ...) or None for the
+            checkpoint's own dtype: config.json's `dtype` (`torch_dtype`
+            before transformers 5), else its tensors'. The model's layers
+            are built under it, as under `keras.config.set_dtype_policy`.
 
     Returns:
-        The keras_tfm model, in float32.
+        The keras_tfm model, in `dtype`.
 
     Raises:
-        ValueError: For an unsupported `model_type`, architecture or config
-            field (naming it), or a checkpoint tensor that is missing or
-            has the wrong shape (naming the tensor).
+        OSError: For a `directory` that does not exist.
+        ValueError: Naming the file, config field or tensor: an unsupported
+            `model_type`, architecture or config value; a config.json that
+            is not JSON; a size that is not a positive integer, or widths
+            the heads do not divide; a weights file that is missing,
+            truncated or not safetensors, or that a shard index places
+            outside `directory`; a tensor that is missing, has another
+            shape than config.json implies, or is not floating-point.
 
     Example:
 
@@ -110,21 +137,138 @@ def from_huggingface(directory):
     model = interop.from_huggingface("tiny-gpt2")  # a models.CausalLM
     ```
     """
-    config = read_json(directory, "config.json")
+    config = _config(directory)
     family = _family_of_config(config)
     options = model_options(family.fields, config, family.model_type)
-    generation_config = read_json(directory, "generation_config.json", False)
-    model = family.make(
-        options,
-        special_token_ids=special_token_ids(config, generation_config),
-        huggingface_model_type=family.model_type,
-    )
-    tensors = family.tensors(model)
     checkpoint = Checkpoint(directory, family.prefix)
-    for tensor in tensors:
-        tensor.load(checkpoint)
-    check_covered(model, tensors, family.model_type)
+    _check_block_counts(family.fields, options, checkpoint)
+    policy = _dtype_policy(dtype, config, checkpoint)
+    generation_config = read_json(directory, "generation_config.json", False)
+    with _unlisted_variables():
+        # Variables with shapes and no values: see `_unlisted_variables`.
+        with keras.StatelessScope(initialize_variables=False):
+            with _dtype_policy_scope(policy):
+                model = family.make(
+                    options,
+                    special_token_ids=special_token_ids(
+                        config, generation_config
+                    ),
+                    huggingface_model_type=family.model_type,
+                )
+        tensors = family.tensors(model)
+        check_covered(model, tensors, family.model_type)
+        _load_all(tensors, checkpoint)
     return model
+
+
+def _config(directory):
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"`directory` must be a checkpoint directory. Received: "
+            f"directory={directory!r}, which does not exist."
+        )
+    config = read_json(directory, "config.json")
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{os.path.join(directory, 'config.json')} must hold a JSON "
+            f"object. Received: {config!r:.80}"
+        )
+    return config
+
+
+def _check_block_counts(fields, options, checkpoint):
+    """Refuses, before building, a number of blocks that the checkpoint's
+    tensors cannot fill (each block has at least one): a config asking for
+    millions would otherwise take hours to build."""
+    for field in fields:
+        path = getattr(field, "path", None) or ""
+        if path.split(".")[-1] != "num_layers":
+            continue
+        count = get_path(options, path)
+        if count is not None and count > len(checkpoint.handles):
+            raise ValueError(
+                f"config.json has {field.name}={count}: more blocks than "
+                f"the checkpoint's {len(checkpoint.handles)} tensors fill."
+            )
+
+
+def _dtype_policy(dtype, config, checkpoint):
+    """The policy `dtype` names, else the checkpoint's own dtype's."""
+    name = "`dtype`"
+    if dtype is None:
+        dtype = checkpoint.float_dtype()
+        for field in ("dtype", "torch_dtype"):
+            if config.get(field) not in (None, "auto"):
+                name, dtype = f"config.json's {field}", config[field]
+                break
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (ValueError, TypeError):
+        policy = None
+    floating = policy is not None and "float" in policy.variable_dtype
+    if not floating or policy.quantization_mode:
+        raise ValueError(
+            f"{name} must name a floating Keras dtype policy ('float32', "
+            f"'bfloat16', 'mixed_bfloat16', 'float16', ...). Received: "
+            f"{dtype!r}"
+        )
+    return policy
+
+
+@contextlib.contextmanager
+def _dtype_policy_scope(policy):
+    """Layers created inside follow `policy`: Keras has a global dtype
+    policy, but no scope that restores the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@contextlib.contextmanager
+def _unlisted_variables():
+    """Lets variables built in a `keras.StatelessScope(initialize_variables=
+    False)` inside wait for their checkpoint values.
+
+    Keras creates variables in a stateless scope with a shape and no value:
+    nothing is allocated or randomly initialised for weights that the
+    checkpoint then overwrites, or for sizes that a wrong config.json asks
+    for (`core.assign` gives each its value). Keras also lists them, for
+    the next scope that exits to initialise; those created here leave that
+    list on the way out, loaded or not (a failed load must not allocate
+    later, nor a loaded variable be initialised twice).
+    """
+    listed = {id(variable) for variable in _deferred()}
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute(
+            "uninitialized_variables",
+            [variable for variable in _deferred() if id(variable) in listed],
+        )
+
+
+def _deferred():
+    return global_state.get_global_attribute("uninitialized_variables") or []
+
+
+def _load_all(tensors, checkpoint):
+    """Loads `tensors` one at a time, all checked first from the headers.
+    A checkpoint over `PROGRESS_BYTES` shows a progress bar."""
+    for tensor in tensors:
+        tensor.check(checkpoint)
+    progress = None
+    if checkpoint.size > PROGRESS_BYTES:
+        verbose = 1 if sys.stdout.isatty() else 2
+        progress = keras.utils.Progbar(
+            len(tensors), verbose, unit_name="tensor"
+        )
+    for count, tensor in enumerate(tensors, 1):
+        tensor.load(checkpoint)
+        if progress is not None:
+            progress.update(count)
 
 
 def to_huggingface(model, directory, model_type=None):
@@ -172,16 +316,17 @@ def to_huggingface(model, directory, model_type=None):
     model_type = model_type or getattr(model, "huggingface_model_type", None)
     family = _family_of_model(model, model_type or _guessed_model_type(model))
     options = family.model_options(model)
+    dtype = model.dtype_policy.variable_dtype
     config = {
         "model_type": family.model_type,
         "architectures": [family.architecture],
-        "dtype": "float32",
+        "dtype": dtype,
         **special_token_config(model),
         **checkpoint_config(family.fields, options, family.model_type),
     }
     tensors = family.tensors(model)
     check_covered(model, tensors, family.model_type)
-    arrays = {tensor.name: tensor.save() for tensor in tensors}
+    arrays = {tensor.name: tensor.save(dtype) for tensor in tensors}
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "config.json"), "w") as file:
         json.dump(config, file, indent=2)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 
 import keras
+import ml_dtypes
 import numpy as np
 from keras import ops
 
@@ -41,41 +42,130 @@ def read_json(directory, name, required=True):
             f"`directory` must hold a Hugging Face checkpoint with {name}. "
             f"Received: directory={directory!r}"
         )
-    with open(path) as file:
-        return json.load(file)
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}.") from error
+
+
+INDEX = "model.safetensors.index.json"
+# safetensors' names of the dtypes weights may have, and Keras's.
+FLOAT_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "BF16": "bfloat16",
+    "F16": "float16",
+}
+
+
+def numpy_dtype(dtype):
+    """The NumPy dtype of a Keras dtype name: NumPy has no bfloat16, which
+    `ml_dtypes` (a Keras dependency) adds."""
+    return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+
+
+def _weight_files(directory):
+    """The checkpoint's safetensors files: one, or the index's shards."""
+    index = read_json(directory, INDEX, required=False)
+    if index is None:
+        if not os.path.exists(os.path.join(directory, "model.safetensors")):
+            raise ValueError(
+                f"{directory!r} has no model.safetensors or {INDEX}, the "
+                "weights keras_tfm reads (not PyTorch's pickled .bin "
+                f"files). Found: {sorted(os.listdir(directory))}"
+            )
+        return ["model.safetensors"]
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(name, str) for name in weight_map.values()
+    ):
+        raise ValueError(
+            f"{os.path.join(directory, INDEX)} must hold a `weight_map` of "
+            "tensor names to file names."
+        )
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        _check_inside(directory, name)
+    return names
+
+
+def _check_inside(directory, name):
+    """Refuses a file name that leaves the checkpoint directory (`../x`,
+    an absolute path). Lexically, so that a snapshot of symbolic links into
+    Hugging Face's cache still loads."""
+    root = os.path.abspath(directory)
+    path = os.path.normpath(os.path.join(root, name))
+    if os.path.isabs(name) or os.path.commonpath([root, path]) != root:
+        raise ValueError(
+            f"{INDEX} in {directory!r} lists the weights file {name!r}, "
+            "which is outside the checkpoint directory: refused."
+        )
+
+
+def _opened(directory, name):
+    """A safetensors handle on file `name`: its header read, not its
+    tensors."""
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"The checkpoint's weights file {name} is missing from "
+            f"{directory!r}."
+        )
+    module = safetensors("safetensors")
+    try:
+        return module.safe_open(path, framework="numpy")
+    except module.SafetensorError as error:
+        raise ValueError(
+            f"{path} is not a complete safetensors file (truncated, or of "
+            f"another format): {error}."
+        ) from error
 
 
 class Checkpoint:
     """The checkpoint's tensors by name, read lazily from its files.
 
-    A base model's checkpoint (`GPT2Model`) names its tensors without the
-    prefix of the task model's (`transformer.`); both are accepted.
+    Opening it reads the files' headers only, so every tensor's shape and
+    dtype is known before any tensor is read. A base model's checkpoint
+    (`GPT2Model`) names its tensors without the prefix of the task model's
+    (`transformer.`); both are accepted.
     """
 
     def __init__(self, directory, prefix):
-        safe_open = safetensors("safetensors").safe_open
-        index = read_json(directory, "model.safetensors.index.json", False)
-        files = ["model.safetensors"]
-        if index is not None:
-            files = sorted(set(index["weight_map"].values()))
+        self.directory = directory
         self.handles = {}
-        for name in files:
-            path = os.path.join(directory, name)
-            if not os.path.exists(path):
-                raise ValueError(
-                    f"The checkpoint's weights file {name} is missing from "
-                    f"{directory!r}."
-                )
-            handle = safe_open(path, framework="numpy")
+        self.size = 0  # bytes, of all its files
+        for name in _weight_files(directory):
+            handle = _opened(directory, name)
+            self.size += os.path.getsize(os.path.join(directory, name))
             for key in handle.keys():
                 self.handles[key] = handle
         self.prefix = prefix
 
-    def get(self, name):
+    def key(self, name):
+        """The checkpoint's own name of tensor `name`, or None."""
         for key in (name, name.removeprefix(self.prefix)):
             if key in self.handles:
-                return self.handles[key].get_tensor(key)
+                return key
         return None
+
+    def get(self, name):
+        key = self.key(name)
+        return None if key is None else self.handles[key].get_tensor(key)
+
+    def header(self, key):
+        """`(shape, dtype)` of tensor `key` from its file's header, in
+        safetensors' dtype names (`"F32"`, `"BF16"`, ...)."""
+        tensor = self.handles[key].get_slice(key)
+        return tuple(tensor.get_shape()), tensor.get_dtype()
+
+    def float_dtype(self):
+        """The Keras dtype of the checkpoint's first floating tensor."""
+        for key in self.handles:
+            dtype = self.header(key)[1]
+            if dtype in FLOAT_DTYPES:
+                return FLOAT_DTYPES[dtype]
+        return "float32"
 
 
 def _first(arrays):
@@ -84,6 +174,15 @@ def _first(arrays):
 
 def _listed(array):
     return [array]
+
+
+def _placeholders(weights):
+    """Arrays of the weights' shapes that hold no memory (zero strides):
+    only their shapes matter, and a wrong config may ask for terabytes."""
+    return [
+        np.broadcast_to(np.float32(0), getattr(layer, attribute).shape)
+        for layer, attribute in weights
+    ]
 
 
 @dataclasses.dataclass
@@ -103,38 +202,51 @@ class Tensor:
     # Read instead when `name` is absent (a tied tensor saved once).
     alias: str | None = None
 
-    def load(self, checkpoint):
-        array = checkpoint.get(self.name)
-        if array is None and self.alias is not None:
-            array = checkpoint.get(self.alias)
-        if array is None:
+    def check(self, checkpoint):
+        """The checkpoint's name of this tensor, once its file's header shows
+        the shape the weights need and a floating dtype: nothing is read."""
+        key = checkpoint.key(self.name)
+        if key is None and self.alias is not None:
+            key = checkpoint.key(self.alias)
+        if key is None:
             raise ValueError(
                 f"The checkpoint has no tensor `{self.name}`, which the "
                 "architecture in its config.json needs."
             )
-        # Only the shapes matter here: uninitialised arrays, not the values.
-        placeholders = [
-            np.empty(getattr(layer, attribute).shape, "float32")
-            for layer, attribute in self.weights
-        ]
-        expected = self.to_checkpoint(placeholders).shape
-        if array.shape != expected:
+        shape, dtype = checkpoint.header(key)
+        if dtype not in FLOAT_DTYPES:
             raise ValueError(
-                f"The checkpoint's tensor `{self.name}` has shape "
-                f"{array.shape}; its config.json implies {expected}."
+                f"The checkpoint's tensor `{key}` has dtype {dtype}; a "
+                f"weight needs one of {list(FLOAT_DTYPES)}."
             )
+        expected = self.to_checkpoint(_placeholders(self.weights)).shape
+        if shape != expected:
+            raise ValueError(
+                f"The checkpoint's tensor `{key}` has shape {shape}; its "
+                f"config.json implies {expected}."
+            )
+        return key
+
+    def load(self, checkpoint):
+        """Reads the tensor and gives each weight its value, converted
+        once to the weight's dtype; the array is freed on return."""
+        key = self.check(checkpoint)
+        array = checkpoint.handles[key].get_tensor(key)
         for (layer, attribute), value in zip(
             self.weights, self.to_keras(array), strict=True
         ):
-            variable = variable_of(layer, attribute)
-            variable.assign(value.astype(variable.dtype))
+            assign(variable_of(layer, attribute), value)
 
-    def save(self):
-        values = [
-            np.asarray(ops.convert_to_numpy(getattr(layer, attribute)))
-            for layer, attribute in self.weights
+    def save(self, dtype=None):
+        """The checkpoint array of the weights, in `dtype` (default: the
+        first weight's)."""
+        variables = [
+            getattr(layer, attribute) for layer, attribute in self.weights
         ]
-        return np.ascontiguousarray(self.to_checkpoint(values))
+        values = [np.asarray(ops.convert_to_numpy(v)) for v in variables]
+        array = self.to_checkpoint(values)
+        dtype = numpy_dtype(dtype or variables[0].dtype)
+        return np.ascontiguousarray(array.astype(dtype, copy=False))
 
 
 def variable_of(layer, attribute):
@@ -144,6 +256,23 @@ def variable_of(layer, attribute):
     if isinstance(variable, keras.Variable):
         return variable
     return getattr(layer, attribute)
+
+
+def assign(variable, value):
+    """Gives `variable` the NumPy array `value`, converted once to the
+    variable's dtype.
+
+    A variable created in a `keras.StatelessScope` has a shape and, until
+    initialised, no value: it takes `value` as its initial value, through
+    Keras's own initialisation of such variables, so that its random
+    initializer never runs.
+    """
+    value = value.astype(numpy_dtype(variable.dtype), copy=False)
+    if getattr(variable, "_initializer", None) is None:  # initialised
+        variable.assign(value)
+        return
+    variable._initializer = lambda shape, dtype: value
+    variable._deferred_initialize()
 
 
 # --- Kinds: how a layer's weights and the checkpoint's tensors differ ----

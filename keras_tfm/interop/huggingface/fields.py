@@ -15,7 +15,10 @@ keras_tfm model's options (the dict its constructor takes, as
 - `Fixed(path, value)`: an option with no config.json field: loading sets
   it, writing refuses a model whose option differs.
 
-Every refusal is a `ValueError` that names the field or option.
+Every refusal is a `ValueError` that names the field or option. Loading
+also refuses, naming the field, a size or count that is not a positive
+integer, a rate outside [0, 1), an epsilon below 0, and a width that the
+heads do not divide.
 """
 
 import dataclasses
@@ -30,6 +33,13 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": "gelu_tanh",
     "relu": "relu",
 }
+# Options (the last part of their path) that are sizes or counts.
+SIZES = (
+    "vocab_size", "sequence_length", "embed_dim", "num_layers", "num_heads",
+    "num_kv_heads", "key_dim", "hidden_dim", "ff_dim", "num_segments",
+    "image_size", "patch_size", "channels", "num_classes",
+    "relative_position_buckets", "relative_position_max_distance",
+)  # fmt: skip
 SPECIAL_TOKENS = {
     "pad": "pad_token_id",
     "bos": "bos_token_id",
@@ -91,9 +101,10 @@ class Field:
         if self.path is None:
             return
         if self.load is not None:
-            value = self.load(config)
+            value = self._computed(config, model_type)
         else:
             value = self._loaded(config, model_type)
+        check_value(self.name, self.path.split(".")[-1], value)
         if _has_path(options, self.path):  # a second field of one option
             current = get_path(options, self.path)
             if value is not None and value != current:
@@ -103,6 +114,21 @@ class Field:
                 )
             return
         _set_path(options, self.path, value)
+
+    def _computed(self, config, model_type):
+        """`load(config)`, its errors naming the config.json fields."""
+        try:
+            return self.load(config)
+        except KeyError as error:
+            raise ValueError(
+                f"config.json has no {error.args[0]}, which model_type="
+                f"{model_type!r} needs for {self.name}."
+            ) from error
+        except (TypeError, ValueError, ArithmeticError) as error:
+            raise ValueError(
+                f"config.json's {self.name} cannot be computed from its "
+                f"fields: {error}."
+            ) from error
 
     def _loaded(self, config, model_type):
         if self.default is REQUIRED and self.name not in config:
@@ -212,11 +238,58 @@ def num_labels(config):
     return len(config.get("id2label") or {0: 0, 1: 1})
 
 
+def check_value(name, option, value):
+    """Refuses config.json's `value` of field `name` for `option` unless it
+    is a positive integer (a size), a rate in [0, 1) or an epsilon >= 0."""
+    if value is None or option not in (*SIZES, "dropout", "epsilon"):
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if option in SIZES and (not isinstance(value, int) or value <= 0):
+        expected = "a positive integer"
+    elif option == "dropout" and not (number and 0 <= value < 1):
+        expected = "a rate in [0, 1)"
+    elif option == "epsilon" and not (number and value >= 0):
+        expected = "a number >= 0"
+    else:
+        return
+    raise ValueError(f"config.json has {name}={value!r}; expected {expected}.")
+
+
+def _check_heads(fields, options):
+    """Refuses a width that the heads do not divide (with no head size of
+    its own), or query heads that the key-value heads do not divide."""
+    names = {}
+    for field in fields:
+        if isinstance(field, Field) and field.path is not None:
+            names.setdefault(field.path, field.name)
+    for path in [path for path in names if path.endswith("embed_dim")]:
+        prefix = path.removesuffix("embed_dim")
+        heads = f"{prefix}attention.num_heads"
+        heads = heads if heads in names else f"{prefix}num_heads"
+        key_dim = _option(options, f"{prefix}attention.key_dim")
+        kv_heads = f"{prefix}attention.num_kv_heads"
+        for total, parts in ((path, heads), (heads, kv_heads)):
+            if parts not in names or (total == path and key_dim):
+                continue
+            whole, part = _option(options, total), _option(options, parts)
+            if part and whole % part:
+                raise ValueError(
+                    f"config.json has {names[total]}={whole} and "
+                    f"{names[parts]}={part}; {names[total]} must be "
+                    f"divisible by {names[parts]}."
+                )
+
+
+def _option(options, path):
+    return get_path(options, path) if _has_path(options, path) else None
+
+
 def model_options(fields, config, model_type):
     """The options of the model that config.json describes."""
     options = {}
     for field in fields:
         field.read(config, options, model_type)
+    _check_heads(fields, options)
     return options
 
 
