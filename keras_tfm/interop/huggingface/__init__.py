@@ -274,16 +274,17 @@ def _load_all(tensors, checkpoint):
 def to_huggingface(model, directory, model_type=None):
     """Writes a keras_tfm model as a Hugging Face checkpoint.
 
-    Writes `config.json` (with the model's `special_token_ids`) and
-    `model.safetensors`, which `transformers`' `from_pretrained` loads to
-    the same outputs. The family written is `model_type`, else the one the
-    model was loaded from (`model.huggingface_model_type`: a Mistral
-    checkpoint goes back as Mistral), else the one its class and options
-    suggest: a `CausalLM` becomes GPT-2 (learned positions) or Llama
-    (rotary positions); a `TextEncoder`, `TextClassifier` or `MaskedLM`
-    BERT; a `ViTClassifier` ViT; a `Seq2SeqTransformer` T5. A model whose
-    options that family cannot express is refused. LoRA weights are merged
-    into the kernels they adapt.
+    Writes `config.json` (with the model's `special_token_ids`, and its
+    variable dtype as `dtype`) and `model.safetensors`, of that dtype,
+    which `transformers`' `from_pretrained` loads to the same outputs.
+    The family written is `model_type`, else the one the model was loaded
+    from (`model.huggingface_model_type`: a Mistral checkpoint goes back
+    as Mistral), else the one its class and options suggest: a `CausalLM`
+    becomes GPT-2 (learned positions) or Llama (rotary positions); a
+    `TextEncoder`, `TextClassifier` or `MaskedLM` BERT; a `ViTClassifier`
+    ViT; a `Seq2SeqTransformer` T5. A model whose options that family
+    cannot express is refused. LoRA weights are merged into the kernels
+    they adapt.
 
     Args:
         model: A keras_tfm model.

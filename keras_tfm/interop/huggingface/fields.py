@@ -104,7 +104,8 @@ class Field:
             value = self._computed(config, model_type)
         else:
             value = self._loaded(config, model_type)
-        check_value(self.name, self.path.split(".")[-1], value)
+        if value is not None or self.default is REQUIRED:
+            check_value(self.name, self.path.split(".")[-1], value)
         if _has_path(options, self.path):  # a second field of one option
             current = get_path(options, self.path)
             if value is not None and value != current:
@@ -241,16 +242,17 @@ def num_labels(config):
 def check_value(name, option, value):
     """Refuses config.json's `value` of field `name` for `option` unless it
     is a positive integer (a size), a rate in [0, 1) or an epsilon >= 0."""
-    if value is None or option not in (*SIZES, "dropout", "epsilon"):
-        return
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if option in SIZES and (not isinstance(value, int) or value <= 0):
+    if option in SIZES:
+        valid = number and isinstance(value, int) and value > 0
         expected = "a positive integer"
-    elif option == "dropout" and not (number and 0 <= value < 1):
-        expected = "a rate in [0, 1)"
-    elif option == "epsilon" and not (number and value >= 0):
-        expected = "a number >= 0"
+    elif option == "dropout":
+        valid, expected = number and 0 <= value < 1, "a rate in [0, 1)"
+    elif option == "epsilon":
+        valid, expected = number and value >= 0, "a number >= 0"
     else:
+        return
+    if valid:
         return
     raise ValueError(f"config.json has {name}={value!r}; expected {expected}.")
 
