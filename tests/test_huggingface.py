@@ -70,10 +70,12 @@ def llama3():
 
 
 def mistral():
+    """A window of 4: generation (prompts of up to 5 tokens and 6 new ones)
+    runs past it."""
     config = transformers.MistralConfig(
         vocab_size=101, max_position_embeddings=64, hidden_size=48,
         intermediate_size=72, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=3, sliding_window=24,
+        num_key_value_heads=3, sliding_window=4,
     )  # fmt: skip
     return transformers.MistralForCausalLM(config)
 
@@ -368,7 +370,7 @@ def test_records_survive_a_keras_file(checkpoints, tmp_path):
     assert config["model_type"] == "mistral"
     assert config["architectures"] == ["MistralForCausalLM"]
     assert (config["bos_token_id"], config["eos_token_id"]) == (1, 2)
-    assert config["sliding_window"] == 24
+    assert config["sliding_window"] == 4
 
 
 def test_generation_config_overrides_special_tokens(checkpoints, tmp_path):
@@ -397,8 +399,9 @@ UNSUPPORTED = [
     ("gpt2", {"model_type": "opt"}, r"model_type='opt'.*'bert', 'gpt2'"),
     ("gpt2", {"architectures": ["GPT2ForQuestionAnswering"]},
      r"architectures=\['GPT2ForQuestionAnswering'\]"),
-    ("llama", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0}},
-     r"rope_parameters\['rope_type'\]='yarn'"),
+    ("llama", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0,
+                                   "beta_fastest": 2.0}},
+     r"rope_parameters\['beta_fastest'\]"),
     ("llama", {"rope_parameters": None,
                "rope_scaling": {"type": "longrope", "factor": 4.0}},
      r"rope_scaling\['rope_type'\]='longrope'"),
@@ -407,7 +410,8 @@ UNSUPPORTED = [
      r"rope_parameters\['attention_factor'\]"),
     ("llama", {"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5"),
     ("llama", {"hidden_act": "gelu"}, "hidden_act='gelu'"),
-    ("qwen2", {"use_sliding_window": True}, "use_sliding_window=True"),
+    ("qwen2", {"layer_types": ["chunked_attention", "full_attention"]},
+     "layer_types="),
     ("bert", {"position_embedding_type": "relative_key"},
      "position_embedding_type='relative_key'"),
     ("t5", {"num_decoder_layers": 3}, "num_decoder_layers=3"),
