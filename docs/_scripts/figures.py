@@ -113,6 +113,86 @@ def masks():
     save(figure, "masks.png")
 
 
+def attention_variant_masks():
+    """A causal mask, a sliding-window one, and which keys the last query
+    sees in each layer of a model with a local/global pattern."""
+    import matplotlib.pyplot as plt
+
+    length, window = 12, 4
+    # Gemma 3's pattern, shortened: five sliding-window layers, one global.
+    local = {"attention": {"sliding_window": window}}
+    model = models.CausalLM(
+        vocab_size=32, sequence_length=length, num_layers=6, embed_dim=16,
+        num_heads=2, ff_dim=32, attention={"rotary": True},
+        layer_overrides=[local] * 5 + [None],
+    )  # fmt: skip
+    last_query = [
+        causal_mask(1, length, length - 1, block.self_attention.sliding_window)[
+            0
+        ]
+        for block in model.blocks
+    ]
+    panels = {
+        "causal": causal_mask(length, length),
+        f"sliding_window={window}": causal_mask(
+            length, length, sliding_window=window
+        ),
+        "last query, layer by layer": keras.ops.stack(last_query),
+    }
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    for axis, (title, mask) in zip(axes, panels.items(), strict=True):
+        axis.imshow(keras.ops.convert_to_numpy(mask), cmap="Greens", vmin=0)
+        axis.set_title(title)
+        axis.set_xlabel("key position")
+    axes[0].set_ylabel("query position")
+    axes[2].set_ylabel("layer")
+    axes[2].set_yticks(range(6), ["local"] * 5 + ["global"])
+    figure.suptitle("Green: a query may attend to a key")
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
+    save(figure, "sliding_window.png")
+
+
+def rotary_scalings():
+    """The wavelength of each rotary channel pair under each scaling, for a
+    model trained on 256 positions and run on 1024."""
+    import matplotlib.pyplot as plt
+
+    head_dim, original, length = 64, 256, 1024
+    stretch = {"factor": 4.0, "original_max_position_embeddings": original}
+    ramp = np.linspace(1.0, 4.0, head_dim // 2).tolist()
+    scalings = {
+        "none": None,
+        "linear": {"type": "linear", "factor": 4.0},
+        "dynamic": {"type": "dynamic", **stretch},
+        "llama3": {
+            "type": "llama3", "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, **stretch,
+        },
+        "yarn": {"type": "yarn", **stretch},
+        "longrope": {
+            "type": "longrope", "short_factor": [1.0] * (head_dim // 2),
+            "long_factor": ramp, "original_max_position_embeddings": original,
+        },
+    }  # fmt: skip
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, scaling in scalings.items():
+        rotary = RotaryEmbedding(scaling=scaling)
+        inverse = rotary.inverse_frequencies(head_dim, length)
+        wavelengths = 2 * np.pi / keras.ops.convert_to_numpy(inverse)
+        axis.plot(
+            wavelengths, label=name, linestyle="--" if name == "none" else "-"
+        )
+    axis.axhline(original, color="gray", linewidth=0.8)
+    axis.text(0, original * 1.2, "original length", color="gray")
+    axis.set_yscale("log")
+    axis.set_xlabel("channel pair i")
+    axis.set_ylabel("wavelength (positions)")
+    axis.set_title(f"Rotary wavelengths at length {length}, base 10000")
+    axis.legend()
+    figure.tight_layout()
+    save(figure, "rotary_scalings.png")
+
+
 def residual_norms():
     """How the residual stream grows with depth, post-norm vs pre-norm."""
     import matplotlib.pyplot as plt
@@ -190,6 +270,8 @@ def main():
     multi_head_attention()
     positional_encodings()
     masks()
+    attention_variant_masks()
+    rotary_scalings()
     residual_norms()
     encoder_decoder_diagram()
 

@@ -15,13 +15,13 @@ from keras_tfm.layers.multi_head import (
     AttentionResult,
     CachedResult,
     MultiHeadAttentionBase,
-    QueryKeyNormalization,
     heads_first_cache,
     keys_and_values,
     query_key_norm_options,
     rolling_cache_positions,
     rolling_cache_update,
 )
+from keras_tfm.layers.normalization import OffsetRMSNormalization
 from keras_tfm.layers.rotary import RotaryEmbedding, rotary_options
 from keras_tfm.layers.validation import (
     check_positive_int,
@@ -222,21 +222,33 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
         )
 
     def _query_key_norm(self, name, projection):
-        options = self.query_key_norm
-        norm = QueryKeyNormalization(
-            epsilon=options["epsilon"],
-            scope=options["scope"],
-            offset=options["offset"],
+        """The RMS norm of a projection's heads: its scale has `head_dim`
+        numbers (scope `"head"`) or `heads * head_dim` (`"projection"`)."""
+        norm = OffsetRMSNormalization(
+            epsilon=self.query_key_norm["epsilon"],
+            offset=self.query_key_norm["offset"],
             name=name,
             dtype=self.dtype_policy,
         )
-        norm.build(projection.kernel.shape)  # (width, heads, head_dim)
+        _, heads, head_dim = projection.kernel.shape
+        by_head = self.query_key_norm["scope"] == "head"
+        norm.build((None, None, head_dim if by_head else heads * head_dim))
         return norm
+
+    def _normalized(self, norm, x):
+        """`norm` over each head of `x` `(batch, seq, heads, head_dim)`, or
+        over all of them."""
+        if self.query_key_norm["scope"] == "head":
+            return norm(x)
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        flat = ops.reshape(x, (batch, length, x.shape[2] * x.shape[3]))
+        return ops.reshape(norm(flat), ops.shape(x))
 
     def _positioned_projections(self, x, start_index):
         query, key, value = self._project(x)
         if self.query_key_norm is not None:
-            query, key = self.query_norm(query), self.key_norm(key)
+            query = self._normalized(self.query_norm, query)
+            key = self._normalized(self.key_norm, key)
         if self.rotary is not None:
             query = self.rotary_embedding(query, start_index=start_index)
             key = self.rotary_embedding(key, start_index=start_index)

@@ -167,7 +167,10 @@ class MultiHeadCrossAttention(MultiHeadAttentionBase):
 def cross_attention_options(attention):
     """The `MultiHeadCrossAttention` arguments among self-attention's
     `attention` options (those that are not about one sequence alone)."""
-    own = ("num_kv_heads", "causal", "rotary", "rotary_max_wavelength")
+    own = (
+        "num_kv_heads", "causal", "rotary", "rotary_max_wavelength",
+        "query_key_norm", "sliding_window",
+    )  # fmt: skip
     return {key: value for key, value in attention.items() if key not in own}
 
 

@@ -99,51 +99,6 @@ def query_key_norm_options(query_key_norm):
     return {**options, "epsilon": epsilon, "offset": float(offset)}
 
 
-class QueryKeyNormalization(keras.layers.Layer):
-    """RMS norm of queries or keys `(batch, seq, heads, head_dim)`, after
-    their projection (Qwen3, Gemma 3, OLMo 2).
-
-    `scope="head"` normalises each head with one scale of `head_dim`
-    shared by the heads; `"projection"` the whole projection, with a scale
-    of `heads * head_dim`. The scale applied is `offset + scale` (Gemma's
-    `1 + weight`), initialised to 1. Computed in float32, as transformers'
-    Gemma does.
-    """
-
-    def __init__(self, epsilon, scope, offset=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = epsilon
-        self.scope = scope
-        self.offset = offset
-
-    def build(self, input_shape):
-        heads, head_dim = input_shape[-2], input_shape[-1]
-        size = head_dim if self.scope == "head" else heads * head_dim
-        self.scale = self.add_weight(
-            name="scale",
-            shape=(size,),
-            initializer=keras.initializers.Constant(1.0 - self.offset),
-        )
-
-    def call(self, x):
-        axes = -1 if self.scope == "head" else (-2, -1)
-        values = ops.cast(x, "float32")
-        mean_square = ops.mean(ops.square(values), axis=axes, keepdims=True)
-        normed = values * ops.rsqrt(mean_square + self.epsilon)
-        scale = ops.cast(self.scale, "float32") + self.offset
-        if self.scope == "projection":
-            scale = ops.reshape(scale, tuple(x.shape[-2:]))
-        return ops.cast(normed * scale, x.dtype)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "epsilon": self.epsilon,
-            "scope": self.scope,
-            "offset": self.offset,
-        }
-
-
 def rolling_cache_positions(length, next_position):
     """The position held by each slot of a rolling cache of `length` slots
     (position `p` in slot `p % length`) once the positions before
