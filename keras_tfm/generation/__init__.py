@@ -15,7 +15,10 @@ The decoding contract: a Keras model gets cached generation by having
 - `call_with_cache(tokens, cache, cache_index)`: the logits
   `(batch, n, vocab)` of the `n` tokens at positions `cache_index` on,
   and the updated cache, as `(logits, cache)`. The prompt is prefilled by one
-  call at `cache_index=0`, and each step is a call with one token.
+  call at `cache_index=0`, and each step is a call with one token. A model
+  with sliding-window attention layers, whose caches are rolling buffers
+  that keep the latest positions only, is prefilled by whole chunks of the
+  shortest prompt instead, the rest of it step by step.
 - optionally `sequence_length`, the longest sequence it takes.
 
 Calling the model itself (`model(tokens)`, or `model(prompt dict)`) must
