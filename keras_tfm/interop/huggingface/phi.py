@@ -12,8 +12,6 @@ long factors past it); Phi-4-mini adds a partial rotary factor and a tied
 head. `partial_rotary` is the rotary option of both, and of GPT-NeoX.
 """
 
-import math
-
 from keras_tfm import models
 from keras_tfm.interop.huggingface import core, fields, fused, llama
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
@@ -23,7 +21,7 @@ ORIGINAL = llama.ORIGINAL
 # Phi3Config reads each of these rope types as `longrope`.
 LONGROPE_TYPES = ("longrope", "su", "yarn")
 LONGROPE_KEYS = (
-    "rope_type", "type", "rope_theta", ORIGINAL, "short_factor",
+    "rope_type", "type", "rope_theta", PARTIAL, ORIGINAL, "short_factor",
     "long_factor", "factor", "attention_factor",
 )  # fmt: skip
 
@@ -53,10 +51,12 @@ def partial_rope_parameters(options):
 
 
 def _longrope(config, name, parameters):
-    """The rotary option of a `longrope` scaling, its attention factor
-    computed as transformers does where config.json has none."""
+    """The rotary option of a `longrope` scaling. Its `factor` defaults to
+    `max_position_embeddings / original_max_position_embeddings`, from
+    which the rotary embedding computes the attention factor config.json
+    may leave out, as transformers does."""
     for key in parameters:
-        if key not in (*LONGROPE_KEYS, PARTIAL):
+        if key not in LONGROPE_KEYS:
             raise ValueError(
                 f"config.json has {name}[{key!r}], which keras_tfm does not "
                 f"support for rope_type='longrope': expected keys "
@@ -65,20 +65,13 @@ def _longrope(config, name, parameters):
     positions = config["max_position_embeddings"]
     # Phi3Config's top-level field overrides the rope parameters'.
     original = config.get(ORIGINAL) or parameters.get(ORIGINAL) or positions
-    factor = parameters.get("factor") or positions / original
-    attention_factor = parameters.get("attention_factor")
-    if attention_factor is None:
-        attention_factor = 1.0
-        if factor > 1.0:
-            attention_factor = math.sqrt(
-                1 + math.log(factor) / math.log(original)
-            )
     scaling = {
         "type": "longrope",
         "short_factor": list(parameters["short_factor"]),
         "long_factor": list(parameters["long_factor"]),
         ORIGINAL: original,
-        "attention_factor": attention_factor,
+        "factor": parameters.get("factor") or positions / original,
+        "attention_factor": parameters.get("attention_factor"),
     }
     theta = parameters.get("rope_theta", config.get("rope_theta", 10000.0))
     return {"max_wavelength": theta, "scaling": scaling}
