@@ -8,6 +8,8 @@ head_dim)`. Both are the kind `fused(...)`, on the layer that holds the
 parts (`self_attention`, `feed_forward`).
 """
 
+import math
+
 import numpy as np
 
 from keras_tfm.interop.huggingface import core
@@ -42,49 +44,36 @@ def fused(parts, per_head=False):
 
     def tensors(name, owner):
         layers = [getattr(owner, part) for part in parts.split()]
-        shapes = [tuple(layer.kernel.shape) for layer in layers]
-        heads = shapes[0][1] if per_head else None
-        sizes = [int(np.prod(shape[1:])) for shape in shapes]
-        width = shapes[0][0]
-
-        def kernels_to_keras(matrix):
-            parts = _split(matrix, sizes, heads)
-            return [
-                part.T.reshape(shape)
-                for part, shape in zip(parts, shapes, strict=True)
-            ]
-
-        def kernels_to_checkpoint(kernels):
-            rows = [kernel.reshape(width, -1).T for kernel in kernels]
-            return _joined(rows, heads)
-
-        found = [
-            core.Tensor(
-                f"{name}.weight",
-                [(layer, "kernel") for layer in layers],
-                kernels_to_keras,
-                kernels_to_checkpoint,
-            )
-        ]
+        heads = layers[0].kernel.shape[1] if per_head else None
+        found = [_fused_tensor(f"{name}.weight", layers, "kernel", heads)]
         if layers[0].bias is not None:
-            found.append(_fused_bias(f"{name}.bias", layers, sizes, heads))
+            found.append(_fused_tensor(f"{name}.bias", layers, "bias", heads))
         return found
 
     return tensors
 
 
-def _fused_bias(name, layers, sizes, heads):
-    shapes = [tuple(layer.bias.shape) for layer in layers]
+def _fused_tensor(name, layers, attribute, heads):
+    """The checkpoint tensor of `attribute` (`kernel` or `bias`) of each of
+    `layers`, whose rows are the layers' outputs (`(out, in)` kernels)."""
+    shapes = [tuple(getattr(layer, attribute).shape) for layer in layers]
+    kernel = attribute == "kernel"
+    sizes = [math.prod(shape[1:] if kernel else shape) for shape in shapes]
 
-    def to_keras(vector):
-        parts = _split(vector, sizes, heads)
+    def rows(array):
+        if kernel:
+            return array.reshape(array.shape[0], -1).T
+        return array.reshape(-1)
+
+    def to_keras(array):
+        pieces = _split(array, sizes, heads)
         return [
-            part.reshape(shape)
-            for part, shape in zip(parts, shapes, strict=True)
+            (piece.T if kernel else piece).reshape(shape)
+            for piece, shape in zip(pieces, shapes, strict=True)
         ]
 
-    def to_checkpoint(biases):
-        return _joined([bias.reshape(-1) for bias in biases], heads)
+    def to_checkpoint(arrays):
+        return _joined([rows(array) for array in arrays], heads)
 
-    return core.Tensor(name, [(layer, "bias") for layer in layers], to_keras,
-                       to_checkpoint)  # fmt: skip
+    weights = [(layer, attribute) for layer in layers]
+    return core.Tensor(name, weights, to_keras, to_checkpoint)
