@@ -313,10 +313,10 @@ class MixtureOfExperts(keras.layers.Layer):
         )
         num_blocks = ops.shape(block_experts)[0]
         # Empty slots read row 0, a zero row; token t is row t + 1.
-        source = ops.scatter(
+        source = ops.scatter_update(
+            ops.zeros((num_blocks * rows_per_block,), "int32"),
             ops.expand_dims(slots, -1),
             ops.arange(num_tokens * k, dtype="int32") // k + 1,
-            (num_blocks * rows_per_block,),
         )
         padded = ops.concatenate([ops.zeros_like(tokens[:1]), tokens])
         rows = ops.reshape(
