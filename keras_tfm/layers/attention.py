@@ -295,7 +295,9 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             x: `(batch, n, width)`, the positions `cache_index` to
                 `cache_index + n - 1`.
             cache: From `initial_cache()` or the previous call:
-                `(batch, 2, num_kv_heads, max_length, head_dim)`.
+                `(batch, 2, num_kv_heads, max_length, head_dim)`; with a
+                `sliding_window`, a rolling buffer of the window's size
+                (and then the call takes no masks or bias).
             cache_index: Position of `x[:, 0]` (an int or a scalar tensor).
             padding_mask: Optional `(batch, max_length)` mask over the
                 cache's positions.
@@ -312,15 +314,7 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
         query, key, value = self._positioned_projections(x, cache_index)
         _check_cache(cache, key)
         if self.sliding_window is not None:
-            if any(m is not None for m in (padding_mask, attention_mask)) or (
-                attention_bias is not None
-            ):
-                raise ValueError(
-                    "`call_with_cache` of a layer with a `sliding_window` "
-                    "takes no `padding_mask`, `attention_mask` or "
-                    "`attention_bias`: its cache is a rolling buffer, whose "
-                    "slots are not positions."
-                )
+            _check_no_masks(padding_mask, attention_mask, attention_bias)
             return self._sliding_call_with_cache(
                 query, key, value, cache, cache_index
             )
@@ -463,6 +457,15 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             "query_key_norm": self.query_key_norm,
             "sliding_window": self.sliding_window,
         }
+
+
+def _check_no_masks(*masks):
+    if any(mask is not None for mask in masks):
+        raise ValueError(
+            "`call_with_cache` of a layer with a `sliding_window` takes no "
+            "`padding_mask`, `attention_mask` or `attention_bias`: its cache "
+            "is a rolling buffer, whose slots are not positions."
+        )
 
 
 def _check_cache(cache, key):
