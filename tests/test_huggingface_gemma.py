@@ -163,10 +163,12 @@ def test_unsupported_checkpoints_raise_a_clear_error(
         interop.from_huggingface(directory)
 
 
-def test_a_model_without_gemmas_embedding_scale_is_refused(
-    checkpoints, tmp_path
-):
+def test_a_model_without_gemmas_embedding_scale_is_refused(checkpoints):
+    from keras_tfm.interop import huggingface
+    from keras_tfm.interop.huggingface.fields import checkpoint_config
+
     model = interop.from_huggingface(checkpoints["gemma"][0])
-    config = {**model.get_config(), "embedding_scale": None}
+    family = huggingface._family_of_model(model, "gemma")
+    options = {**family.model_options(model), "embedding_scale": None}
     with pytest.raises(ValueError, match="embedding_scale=None"):
-        interop.to_huggingface(type(model).from_config(config), tmp_path)
+        checkpoint_config(family.fields, options, "gemma")

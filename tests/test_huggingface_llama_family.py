@@ -142,22 +142,24 @@ def test_unsupported_checkpoints_raise_a_clear_error(
         interop.from_huggingface(directory)
 
 
-def test_per_layer_options_a_family_lacks_are_refused(checkpoints, tmp_path):
+def written_config(model, model_type, **changes):
+    """config.json for `model`'s options with `changes`, as
+    `to_huggingface` writes it (without building the changed model)."""
+    from keras_tfm.interop import huggingface
+    from keras_tfm.interop.huggingface.fields import checkpoint_config
+
+    family = huggingface._family_of_model(model, model_type)
+    options = {**family.model_options(model), **changes}
+    return checkpoint_config(family.fields, options, model_type)
+
+
+def test_per_layer_options_a_family_lacks_are_refused(checkpoints):
     """Qwen2 varies only the window per layer, and has one window."""
     model = interop.from_huggingface(checkpoints["qwen2_sliding"][0])
-    config = model.get_config()
-    overrides = [None, {"attention": {"sliding_window": 3}},
-                 {"attention": {"sliding_window": 5}}]  # fmt: skip
+    windows = [None, {"attention": {"sliding_window": 3}},
+               {"attention": {"sliding_window": 5}}]  # fmt: skip
     with pytest.raises(ValueError, match="different attention.sliding_window"):
-        interop.to_huggingface(
-            type(model).from_config({**config, "layer_overrides": overrides}),
-            tmp_path,
-            model_type="qwen2",
-        )
-    overrides = [None, {"attention": {"rotary": None}}, None]
-    with pytest.raises(ValueError, match=r"layer_overrides\[1\]"):
-        interop.to_huggingface(
-            type(model).from_config({**config, "layer_overrides": overrides}),
-            tmp_path,
-            model_type="qwen2",
-        )
+        written_config(model, "qwen2", layer_overrides=windows)
+    no_rope = [None, {"attention": {"rotary": None}}, None]
+    with pytest.raises(ValueError, match=r"layer_overrides\[1\], with atte"):
+        written_config(model, "qwen2", layer_overrides=no_rope)
