@@ -317,6 +317,17 @@ def test_a_registered_feed_forward_type_is_built_by_the_blocks(monkeypatch):
     # The default type stays out of the config, as before the key existed.
     dense = EncoderBlock(2, 24, feed_forward={"type": "dense"})
     assert "type" not in dense.get_config()["feed_forward"]
+    # An override of another type replaces the model's feed_forward dict.
+    model = small_lm(
+        feed_forward={"type": "doubled", "activation": "swiglu"},
+        layer_overrides=[{"feed_forward": {"type": "dense", "hidden_dim": 20}},
+                         {"feed_forward": {"hidden_dim": 12}}],
+    )  # fmt: skip
+    first, second = (block.feed_forward_options for block in model.blocks)
+    assert "type" not in first and first["activation"] == "relu"
+    assert first["hidden_dim"] == 20
+    assert second["type"] == "doubled" and second["hidden_dim"] == 12
+    assert second["activation"] == "swiglu"
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import keras
 
 from keras_tfm.layers import MultiHeadCrossAttention, MultiHeadSelfAttention
 from keras_tfm.layers.normalization import normalization
-from keras_tfm.layers.options import block_options
+from keras_tfm.layers.options import DEFAULT_FEED_FORWARD, block_options
 from keras_tfm.layers.validation import check_choice
 
 SPECIAL_TOKENS = ("pad", "bos", "eos")
@@ -144,7 +144,9 @@ def layer_options(options, override, index):
     Each key of an override dict replaces the model's, but a dict value
     over a dict value is merged one level down too, so that
     `{"attention": {"rotary": {"max_wavelength": 1e4}}}` keeps the model's
-    other rotary options.
+    other rotary options. A `feed_forward` override of another `"type"`
+    (a dense layer in a mixture-of-experts model) replaces the model's
+    dict: its options are another layer's.
     """
     if not override:
         return options
@@ -152,6 +154,10 @@ def layer_options(options, override, index):
         name: _merged(options[name], override.get(name, {}))
         for name in OVERRIDDEN_OPTIONS
     }
+    feed_forward = override.get("feed_forward", {})
+    kind = options["feed_forward"].get("type", DEFAULT_FEED_FORWARD)
+    if feed_forward.get("type", kind) != kind:
+        merged["feed_forward"] = feed_forward
     try:
         return block_options({}, **merged)
     except ValueError as error:
