@@ -166,6 +166,15 @@ def test_loading_leaves_no_variable_for_keras_to_initialise(
     assert keras.config.dtype_policy().name == "float32"
 
 
+def test_variables_the_checkpoint_does_not_hold_are_initialised(checkpoints):
+    """Dropout's seed states, built deferred with the weights, get their
+    own initial values: training calls work on every backend."""
+    directory, _, inputs, _ = checkpoints["gpt2"]
+    model = interop.from_huggingface(directory)  # dropout 0.1
+    dropped = to_numpy(model(inputs, training=True))
+    assert not np.allclose(dropped, to_numpy(model(inputs)))
+
+
 def test_a_vocabulary_of_billions_fails_before_allocating(
     checkpoints, tmp_path
 ):

@@ -236,13 +236,18 @@ def _unlisted_variables():
     nothing is allocated or randomly initialised for weights that the
     checkpoint then overwrites, or for sizes that a wrong config.json asks
     for (`core.assign` gives each its value). Keras also lists them, for
-    the next scope that exits to initialise; those created here leave that
-    list on the way out, loaded or not (a failed load must not allocate
-    later, nor a loaded variable be initialised twice).
+    the next scope that exits to initialise. Those created here leave that
+    list on the way out (a failed load must not allocate later, nor a
+    loaded variable be initialised twice); after a load, those that the
+    checkpoint does not hold (dropout's seed states) are first initialised
+    as Keras would.
     """
     listed = {id(variable) for variable in _deferred()}
     try:
         yield
+        for variable in _deferred():
+            if id(variable) not in listed and variable._initializer is not None:
+                variable._deferred_initialize()
     finally:
         global_state.set_global_attribute(
             "uninitialized_variables",

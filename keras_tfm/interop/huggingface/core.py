@@ -132,7 +132,6 @@ class Checkpoint:
     """
 
     def __init__(self, directory, prefix):
-        self.directory = directory
         self.handles = {}
         self.size = 0  # bytes, of all its files
         for name in _weight_files(directory):
