@@ -396,7 +396,8 @@ def test_sharded_checkpoint_loads(tmp_path):
 
 
 UNSUPPORTED = [
-    ("gpt2", {"model_type": "opt"}, r"model_type='opt'.*'bert', 'gpt2'"),
+    ("gpt2", {"model_type": "mamba"},
+     r"model_type='mamba'.*Supported: \['bert', "),
     ("gpt2", {"architectures": ["GPT2ForQuestionAnswering"]},
      r"architectures=\['GPT2ForQuestionAnswering'\]"),
     ("llama", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0,
