@@ -120,6 +120,14 @@ def test_outputs_equal_every_expert_on_every_token(options):
     np.testing.assert_allclose(outputs, numpy_mixture(layer, x), atol=2e-5)
 
 
+def test_one_token_decode_step_reads_only_its_experts():
+    # Fewer copies than experts: one-row blocks, one per routed copy.
+    x = random_inputs(1, 1, 16)
+    layer = MixtureOfExperts(24, num_experts=8, experts_per_token=2)
+    outputs = to_numpy(layer(x))
+    np.testing.assert_allclose(outputs, numpy_mixture(layer, x), atol=2e-5)
+
+
 def test_route_returns_the_top_k_experts_and_weights():
     x = random_inputs(2, 7, 16)
     layer = MixtureOfExperts(**SMALL, normalize_top_k=False)

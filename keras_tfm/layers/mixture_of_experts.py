@@ -220,8 +220,8 @@ class MixtureOfExperts(keras.layers.Layer):
         )
 
     def _expert_weight(self, name, shape):
-        # Glorot per expert: Keras counts the leading expert axis into both
-        # fans, which `scale=num_experts` undoes.
+        # Kernels: Glorot per expert (Keras counts the leading expert axis
+        # into both fans, which `scale=num_experts` undoes). Biases: zeros.
         initializer = keras.initializers.VarianceScaling(
             scale=self.num_experts, mode="fan_avg", distribution="uniform"
         )
