@@ -26,8 +26,9 @@ LONGROPE_KEYS = (
 )  # fmt: skip
 
 
-def partial_rotary(config, fraction_field=PARTIAL, default_fraction=1.0,
-                   base_field="rope_theta"):  # fmt: skip
+def partial_rotary(
+    config, fraction_field=PARTIAL, default_fraction=1.0, base_field=None
+):
     """The `attention.rotary` option of a config.json whose rope parameters
     may rotate part of each head: `llama.rotary`'s, with `fraction` from
     the rope parameters' `partial_rotary_factor`, else the top-level
