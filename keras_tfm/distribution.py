@@ -26,6 +26,11 @@ _SHARDED_AXES = {
     r".*feed_forward/(hidden|gate)/kernel": (None, "model"),
     r".*feed_forward/(hidden|gate)/bias": ("model",),
     r".*feed_forward/output/kernel": ("model", None),
+    # A mixture of experts: whole experts per device (expert parallelism).
+    r".*feed_forward/(gate|up|down)_kernel": ("model", None, None),
+    r".*feed_forward/(gate|up|down)_bias": ("model", None),
+    r".*shared_expert/(hidden|gate)/kernel": (None, "model"),
+    r".*shared_expert/output/kernel": ("model", None),
     r".*token_embedding/embeddings": (None, "model"),
     r".*position_embeddings": (None, "model"),
     r".*patch_embedding/projection/kernel": (None, None, None, "model"),
@@ -39,8 +44,8 @@ def layout_map(device_mesh, model_axis="model"):
     """A `keras.distribution.LayoutMap` that shards keras_tfm models.
 
     Query, key and value projections are split by head, the attention output
-    projection by its input heads, the feed-forward network by hidden unit,
-    and token and position embeddings and the builders' input and output
+    projection by its input heads, the feed-forward network by hidden unit
+    (a `MixtureOfExperts` by whole experts: expert parallelism), and token and position embeddings and the builders' input and output
     projections by model width. Use it with
     `keras.distribution.ModelParallel`; the mesh's other axis carries the
     batch.

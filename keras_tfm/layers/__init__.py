@@ -4,6 +4,7 @@ from keras_tfm.layers.attention import MultiHeadSelfAttention
 from keras_tfm.layers.blocks import DecoderBlock, DecoderResult, EncoderBlock
 from keras_tfm.layers.cross_attention import MultiHeadCrossAttention
 from keras_tfm.layers.feed_forward import FeedForward
+from keras_tfm.layers.mixture_of_experts import MixtureOfExperts
 from keras_tfm.layers.multi_head import AttentionResult, CachedResult
 from keras_tfm.layers.pooling import FirstTokenPooling
 from keras_tfm.layers.positional import (
@@ -22,6 +23,7 @@ __all__ = [
     "EncoderBlock",
     "FeedForward",
     "FirstTokenPooling",
+    "MixtureOfExperts",
     "MultiHeadCrossAttention",
     "MultiHeadSelfAttention",
     "PatchEmbedding",
