@@ -24,13 +24,17 @@ import keras
 
 from keras_tfm.layers.attention import MultiHeadSelfAttention
 from keras_tfm.layers.feed_forward import FeedForward
+from keras_tfm.layers.mixture_of_experts import MixtureOfExperts
 from keras_tfm.layers.normalization import norm_options
 from keras_tfm.layers.validation import check_choice, check_positive_int
 
 # The feed-forward layer of each `feed_forward["type"]`. The completed
 # options hold `"type"` only when it is not the default, so configs written
 # before the key existed are unchanged.
-FEED_FORWARD_LAYERS = {"dense": FeedForward}
+FEED_FORWARD_LAYERS = {
+    "dense": FeedForward,
+    "mixture_of_experts": MixtureOfExperts,
+}
 DEFAULT_FEED_FORWARD = "dense"
 # How a block's sublayers meet the residual stream: one after the other,
 # or both reading the block's input, `x + attn(norm_1(x)) + ff(norm_2(x))`

@@ -1,0 +1,3 @@
+"""Placeholder: this family module is being written."""
+
+FAMILIES = ()
