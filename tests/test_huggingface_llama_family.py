@@ -96,7 +96,8 @@ def test_changed_weights_write_back_for_transformers(
     assert_transformers_reloads(case, model, checkpoints[case], tmp_path)
 
 
-@pytest.mark.parametrize("case", CASES)
+# Mistral (test_huggingface.py) and Gemma 2 and 3 generate past a window.
+@pytest.mark.parametrize("case", ["qwen3", "smollm3", "olmo2"])
 def test_greedy_generation_equals_transformers(case, checkpoints):
     directory, reference, _, _ = checkpoints[case]
     assert_generates_as_transformers(
