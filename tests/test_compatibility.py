@@ -43,6 +43,7 @@ def test_the_flat_arguments_of_the_previous_release_become_options():
     assert config["attention"]["rotary"] == {
         "max_wavelength": 500,
         "scaling": None,
+        "fraction": 1.0,
     }
     assert config["attention"]["num_kv_heads"] == 2
     assert config["attention"]["use_bias"] is False

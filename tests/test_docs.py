@@ -85,7 +85,7 @@ def test_figures_draw_on_this_backend(tmp_path, monkeypatch):
     runpy.run_path(
         os.path.join(DOCS, "_scripts", "figures.py"), run_name="__main__"
     )
-    assert len(os.listdir(tmp_path)) == 7
+    assert len(os.listdir(tmp_path)) == 10
 
 
 class _References(HTMLParser):

@@ -6,6 +6,7 @@ which git ignores: the pictures always show what the current code does.
 """
 
 import os
+import runpy
 
 import keras
 import numpy as np
@@ -274,6 +275,11 @@ def main():
     rotary_scalings()
     residual_norms()
     encoder_decoder_diagram()
+    # The mixture-of-experts figure lives with its own helpers.
+    runpy.run_path(
+        os.path.join(os.path.dirname(__file__), "moe_figure.py"),
+        run_name="__main__",
+    )
 
 
 if __name__ == "__main__":
