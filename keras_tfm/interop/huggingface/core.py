@@ -51,12 +51,9 @@ def read_json(directory, name, required=True):
 
 INDEX = "model.safetensors.index.json"
 # safetensors' names of the dtypes weights may have, and Keras's.
-FLOAT_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "BF16": "bfloat16",
-    "F16": "float16",
-}
+FLOAT_DTYPES = dict(
+    F64="float64", F32="float32", BF16="bfloat16", F16="float16"
+)
 
 
 def numpy_dtype(dtype):
@@ -122,6 +119,20 @@ def _opened(directory, name):
         ) from error
 
 
+def _data_offsets(path):
+    """Where each tensor's bytes start in the safetensors file `path`,
+    which `safe_open` has validated: after the header's length (8 bytes)
+    and the header, a JSON object."""
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(length))
+    header.pop("__metadata__", None)
+    start = 8 + length
+    return {
+        key: start + info["data_offsets"][0] for key, info in header.items()
+    }
+
+
 class Checkpoint:
     """The checkpoint's tensors by name, read lazily from its files.
 
@@ -133,12 +144,15 @@ class Checkpoint:
 
     def __init__(self, directory, prefix):
         self.handles = {}
+        self.offsets = {}  # key -> (file, where its bytes start)
         self.size = 0  # bytes, of all its files
         for name in _weight_files(directory):
             handle = _opened(directory, name)
-            self.size += os.path.getsize(os.path.join(directory, name))
-            for key in handle.keys():
+            path = os.path.join(directory, name)
+            self.size += os.path.getsize(path)
+            for key, offset in _data_offsets(path).items():
                 self.handles[key] = handle
+                self.offsets[key] = path, offset
         self.prefix = prefix
 
     def key(self, name):
@@ -158,13 +172,21 @@ class Checkpoint:
         tensor = self.handles[key].get_slice(key)
         return tuple(tensor.get_shape()), tensor.get_dtype()
 
+    def read(self, key):
+        """Floating tensor `key`, read from its file into a new array: not
+        through safetensors' memory map, whose pages would stay resident
+        (a second copy of the checkpoint) until the file is closed."""
+        shape, dtype = self.header(key)
+        path, offset = self.offsets[key]
+        dtype = numpy_dtype(FLOAT_DTYPES[dtype])  # little-endian, as stored
+        array = np.fromfile(path, dtype, math.prod(shape), offset=offset)
+        return array.reshape(shape)
+
     def float_dtype(self):
         """The Keras dtype of the checkpoint's first floating tensor."""
-        for key in self.handles:
-            dtype = self.header(key)[1]
-            if dtype in FLOAT_DTYPES:
-                return FLOAT_DTYPES[dtype]
-        return "float32"
+        dtypes = [self.header(key)[1] for key in self.handles]
+        floats = [FLOAT_DTYPES[d] for d in dtypes if d in FLOAT_DTYPES]
+        return (floats or ["float32"])[0]
 
 
 def _first(arrays):
@@ -230,22 +252,21 @@ class Tensor:
         """Reads the tensor and gives each weight its value, converted
         once to the weight's dtype; the array is freed on return."""
         key = self.check(checkpoint)
-        array = checkpoint.handles[key].get_tensor(key)
+        array = checkpoint.read(key)
         for (layer, attribute), value in zip(
             self.weights, self.to_keras(array), strict=True
         ):
             assign(variable_of(layer, attribute), value)
 
     def save(self, dtype=None):
-        """The checkpoint array of the weights, in `dtype` (default: the
-        first weight's)."""
-        variables = [
-            getattr(layer, attribute) for layer, attribute in self.weights
-        ]
-        values = [np.asarray(ops.convert_to_numpy(v)) for v in variables]
-        array = self.to_checkpoint(values)
-        dtype = numpy_dtype(dtype or variables[0].dtype)
-        return np.ascontiguousarray(array.astype(dtype, copy=False))
+        """The checkpoint's array of the weights, in `dtype` or theirs."""
+        array = self.to_checkpoint(
+            [ops.convert_to_numpy(getattr(layer, attribute))
+             for layer, attribute in self.weights]
+        )  # fmt: skip
+        if dtype is not None:
+            array = array.astype(numpy_dtype(dtype), copy=False)
+        return np.ascontiguousarray(array)
 
 
 def variable_of(layer, attribute):
