@@ -8,12 +8,12 @@ import keras
 from keras import ops
 
 from keras_tfm.layers import kernels
-from keras_tfm.layers.rotary import positive_number
 from keras_tfm.layers.validation import (
     check_choice,
     check_divisible,
     check_positive_int,
     check_rate,
+    positive_number,
 )
 
 PROJECTIONS = ("query", "key", "value", "output")

@@ -7,7 +7,7 @@ import typing
 import keras
 from keras import ops
 
-from keras_tfm.layers.validation import check_rank
+from keras_tfm.layers.validation import check_rank, positive_number
 
 ORIGINAL = "original_max_position_embeddings"
 
@@ -152,19 +152,6 @@ SCALINGS = {
 }  # fmt: skip
 
 
-def positive_number(name, value):
-    """`value` as a plain Python int or float, if it is a positive number."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not value > 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return int(value) if isinstance(value, numbers.Integral) else float(value)
-
-
 def _checked_value(key, value):
     """A scaling value as plain Python: a bool (`truncate`), a list of
     positive numbers (longrope's factors) or a positive number."""
@@ -176,9 +163,7 @@ def _checked_value(key, value):
             )
         return value
     if isinstance(value, (list, tuple)):
-        return [
-            positive_number(f"{name}[{i}]", v) for i, v in enumerate(value)
-        ]
+        return [positive_number(f"{name}[{i}]", v) for i, v in enumerate(value)]
     return positive_number(name, value)
 
 

@@ -5,6 +5,8 @@ received and says what was expected, so that bad input never surfaces as a
 backend stack trace.
 """
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -14,6 +16,19 @@ def check_positive_int(name, value):
         raise ValueError(
             f"`{name}` must be a positive integer. Received: {name}={value!r}"
         )
+
+
+def positive_number(name, value):
+    """`value` as a plain Python int or float, if it is a positive number."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not value > 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive number. Received: {name}={value!r}"
+        )
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def check_rate(name, value):
