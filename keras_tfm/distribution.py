@@ -45,8 +45,9 @@ def layout_map(device_mesh, model_axis="model"):
 
     Query, key and value projections are split by head, the attention output
     projection by its input heads, the feed-forward network by hidden unit
-    (a `MixtureOfExperts` by whole experts: expert parallelism), and token and position embeddings and the builders' input and output
-    projections by model width. Use it with
+    (a `MixtureOfExperts` by whole experts: expert parallelism), and token
+    and position embeddings and the builders' input and output projections
+    by model width. Use it with
     `keras.distribution.ModelParallel`; the mesh's other axis carries the
     batch.
 
