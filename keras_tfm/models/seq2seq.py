@@ -69,8 +69,9 @@ class Seq2SeqTransformer(FunctionalModel):
         position: `"sinusoidal"` (the paper), `"learned"`, or `None` (with
             relative positions).
         stack_norms: Whether each stack ends with a normalization
-            (`encoder_norm`, `decoder_norm`). Defaults to pre-norm blocks;
-            `True` with post-norm blocks matches `torch.nn.Transformer`.
+            (`encoder_norm`, `decoder_norm`). Defaults to every placement
+            but `"post"` (which already ends in a norm); `True` with
+            post-norm blocks matches `torch.nn.Transformer`.
         relative_position_buckets: With a number, each stack adds T5's
             learned relative-position bias (`RelativePositionBias`, one per
             stack, shared by its blocks) to its self-attention logits. Use
@@ -206,7 +207,7 @@ class Seq2SeqTransformer(FunctionalModel):
             DecoderBlock, num_layers, "decoder", options, dropout=dropout
         )
         if stack_norms is None:
-            stack_norms = options["norm"]["placement"] == "pre"
+            stack_norms = options["norm"]["placement"] != "post"
         self.encoder_norm, self.decoder_norm = (
             stack_norm(stack, stack_norms, options["norm"])
             for stack in ("encoder", "decoder")

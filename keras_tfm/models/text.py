@@ -47,7 +47,8 @@ class TextEncoder(FunctionalModel):
         feed_forward: Dict of `FeedForward` options (`activation`, default
             `"relu"`).
         norm: Norm options (`"type"`, `"epsilon"`, `"placement"`: `"post"`
-            by default; `"pre"` adds a final norm, `encoder_norm`).
+            by default; any other placement adds a final norm,
+            `encoder_norm`).
         position: `"learned"` or `"sinusoidal"`.
         num_segments: Number of segment (token type) ids, as in BERT; the
             model then takes `segment_ids` too.
@@ -141,7 +142,7 @@ class TextEncoder(FunctionalModel):
             EncoderBlock, num_layers, "encoder", options, dropout=dropout
         )
         self.final_norm = stack_norm(
-            "encoder", options["norm"]["placement"] == "pre", options["norm"]
+            "encoder", options["norm"]["placement"] != "post", options["norm"]
         )
 
         tokens = keras.Input((None,), dtype="int32", name="tokens")
