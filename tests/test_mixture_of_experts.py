@@ -123,7 +123,7 @@ def test_outputs_equal_every_expert_on_every_token(options):
 def test_one_token_decode_step_reads_only_its_experts():
     # Fewer copies than experts: one-row blocks, one per routed copy.
     x = random_inputs(1, 1, 16)
-    layer = MixtureOfExperts(24, num_experts=8, experts_per_token=2)
+    layer = MixtureOfExperts(**SMALL)
     outputs = to_numpy(layer(x))
     np.testing.assert_allclose(outputs, numpy_mixture(layer, x), atol=2e-5)
 
@@ -186,17 +186,27 @@ def two_models(options, jit_compile):
     return built
 
 
-@pytest.mark.parametrize("jit_compile", [True, False])
+# One compiled training step per backend (torch.compile of a training step
+# takes minutes here, so PyTorch's runs eagerly), and one eager step on
+# TensorFlow and PyTorch (JAX's eager op-by-op step is slow and not how JAX
+# trains).
+COMPILED = BACKEND != "torch"
+
+
 @pytest.mark.parametrize(
-    "options",
-    [{}, {"shared_expert_dim": 8, "use_bias": True, "activation": "gelu"}],
+    ("options", "jit_compile"),
+    [
+        ({}, COMPILED),
+        (
+            {"shared_expert_dim": 8, "use_bias": True, "activation": "gelu"},
+            BACKEND == "jax",
+        ),
+    ],
     ids=["swiglu", "shared_gelu_bias"],
 )
 def test_training_step_equals_all_experts(options, jit_compile):
     """Same outputs, loss (with the auxiliary loss) and weight updates, so
     the same gradients for the input projection, router and experts."""
-    if jit_compile and BACKEND == "torch":
-        pytest.skip("torch.compile of a training step takes minutes here")
     grouped, every = two_models(options, jit_compile)
     x, y = random_inputs(4, 6, 16), random_inputs(4, 6, 16, seed=1)
     np.testing.assert_allclose(
@@ -262,7 +272,7 @@ def test_fit_evens_out_the_expert_load():
     # A router that sends almost every token to expert 0; only the
     # auxiliary loss trains it (the task loss does not reach the router
     # through k=1 weights of 1).
-    x = random_inputs(256, 1, 8) + 1.0
+    x = random_inputs(128, 1, 8) + 1.0
     layer = MixtureOfExperts(
         16, num_experts=4, experts_per_token=1, aux_loss_coefficient=1.0
     )
@@ -278,7 +288,8 @@ def test_fit_evens_out_the_expert_load():
 
     before = busiest_share()
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
-    model.fit(x, np.zeros_like(x), batch_size=64, epochs=20, verbose=0)
+    # 60 full-batch steps: the busiest expert falls to about 0.26.
+    model.fit(x, np.zeros_like(x), batch_size=128, epochs=60, verbose=0)
     after = busiest_share()
     assert before > 0.9, before
     assert after < 0.4, after  # a quarter each is even
@@ -311,16 +322,17 @@ def test_config_round_trip_and_saved_model(tmp_path):
 
 class MixtureOfExpertsHarnessTest(TestCase):
     def test_layer_harness(self):
-        for options, weights in (({}, 4), ({"shared_expert_dim": 8}, 8)):
-            self.run_layer_test(
-                MixtureOfExperts,
-                init_kwargs={**SMALL, **options},
-                input_shape=(2, 5, 8),
-                expected_output_shape=(2, 5, 8),
-                expected_num_trainable_weights=weights,
-                expected_num_seed_generators=1,
-                supports_masking=True,
-            )
+        # With a shared expert: every kind of weight (router, experts,
+        # shared expert and its gate).
+        self.run_layer_test(
+            MixtureOfExperts,
+            init_kwargs={**SMALL, "shared_expert_dim": 8},
+            input_shape=(2, 5, 8),
+            expected_output_shape=(2, 5, 8),
+            expected_num_trainable_weights=8,
+            expected_num_seed_generators=1,
+            supports_masking=True,
+        )
 
 
 @pytest.mark.parametrize(
@@ -413,11 +425,11 @@ def test_experts_sharded_over_8_cpus_train_as_one_device():
 def test_benchmark_prints_its_table_and_targets():
     output = run_benchmark(
         "benchmarks.moe",
-        *("--experts", "4", "--top-k", "1,2", "--width", "8"),
+        *("--experts", "4", "--top-k", "2", "--width", "8"),
         *("--hidden", "8", "--batch", "2", "--seq", "4"),
         *("--steps", "1", "--repeats", "1"),
     )
-    assert [row[:2] for row in table_rows(output)] == [["4", "1"], ["4", "2"]]
+    assert [row[:2] for row in table_rows(output)] == [["4", "2"]]
     assert "targets: not measured" in output
 
 
