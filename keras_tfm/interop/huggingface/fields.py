@@ -213,9 +213,24 @@ def fixed(values, prefix=""):
     return tuple(Fixed(prefix + path, value) for path, value in values.items())
 
 
+# The attention variants of later models, off in the families that predate
+# them.
+NO_ATTENTION_VARIANTS = {
+    "attention.query_key_norm": None,
+    "attention.logit_soft_cap": None,
+    "attention.sliding_window": None,
+}
+# The model-level variants of a `CausalLM` (Gemma's, Phi's), likewise.
+NO_CAUSAL_LM_VARIANTS = {
+    "embedding_scale": None,
+    "logit_soft_cap": None,
+    "layer_overrides": None,
+    "residual": "sequential",
+}
 # The attention and feed-forward of "Attention Is All You Need" (and of
 # GPT-2, BERT, ViT): biases, no rotary positions, `width // heads` per head.
 PLAIN_BLOCKS = {
+    **NO_ATTENTION_VARIANTS,
     "attention.rotary": None,
     "attention.key_dim": None,
     "attention.num_kv_heads": None,

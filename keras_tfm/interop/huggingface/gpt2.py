@@ -40,6 +40,7 @@ FIELDS = (
     Fixed("norm.type", "layer"),
     Fixed("norm.placement", "pre"),
     *fields.fixed(fields.PLAIN_BLOCKS),
+    *fields.fixed(fields.NO_CAUSAL_LM_VARIANTS),
     Fixed("output_bias", True, unless="tie_embeddings"),
     Fixed("padding_id", None),
 )  # fmt: skip

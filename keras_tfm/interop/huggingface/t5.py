@@ -101,6 +101,7 @@ FIELDS = (
     Field("decoder_start_token_id", None,
           save=lambda options: options["padding_id"]),
     Constant("is_encoder_decoder", True),
+    *fields.fixed(fields.NO_ATTENTION_VARIANTS),
     *fields.fixed({
         "position": None,
         "stack_norms": True,
