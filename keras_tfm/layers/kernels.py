@@ -161,4 +161,16 @@ def repeat_kv_heads(query, key, value):
     groups = query.shape[2] // key.shape[2]
     if groups == 1:
         return key, value
-    return ops.repeat(key, groups, axis=2), ops.repeat(value, groups, axis=2)
+    return _repeat_heads(key, groups), _repeat_heads(value, groups)
+
+
+def _repeat_heads(x, groups):
+    """`ops.repeat(x, groups, axis=2)` as a broadcast: PyTorch's `repeat`
+    fails on the "meta" tensors Keras builds with, which made Keras build
+    each grouped-query block again on real tensors (minutes for a deferred,
+    checkpoint-sized model)."""
+    batch, length, heads, size = ops.shape(x)
+    x = ops.broadcast_to(
+        x[:, :, :, None, :], (batch, length, heads, groups, size)
+    )
+    return ops.reshape(x, (batch, length, heads * groups, size))
