@@ -78,6 +78,11 @@ def from_huggingface(directory, dtype=None):
     | `llama` | `LlamaForCausalLM` (Llama 1 to 3.x) | `CausalLM` |
     | `mistral` | `MistralForCausalLM` | `CausalLM` |
     | `qwen2` | `Qwen2ForCausalLM` (Qwen2, Qwen2.5) | `CausalLM` |
+    | `qwen3`, `smollm3`, `olmo2` | `Qwen3ForCausalLM`, ... | `CausalLM` |
+    | `gemma`, `gemma2`, `gemma3_text` | `GemmaForCausalLM`, ... | `CausalLM` |
+    | `phi`, `phi3` | `PhiForCausalLM`, `Phi3ForCausalLM` | `CausalLM` |
+    | `gpt_neox`, `opt` | `GPTNeoXForCausalLM`, `OPTForCausalLM` | `CausalLM` |
+    | `mixtral`, `qwen2_moe`, `qwen3_moe` | `MixtralForCausalLM`, ... | idem |
     | `bert` | `BertModel` | `TextEncoder` |
     | `bert` | `BertForSequenceClassification` | `TextClassifier` |
     | `bert` | `BertForMaskedLM` | `MaskedLM` (untied head) |
@@ -92,10 +97,10 @@ def from_huggingface(directory, dtype=None):
 
     Inputs follow Keras conventions: token ids `(batch, seq)` (BERT masks
     its padding id and takes `segment_ids` for token types) and images
-    channels-last. Llama, Mistral and Qwen2 become a `CausalLM` with rotary
-    positions, RMS norms and SwiGLU; a Mistral model's `sequence_length`
-    is its sliding window, within which the two attentions are the same;
-    a `dynamic` rope scaling's, `max_position_embeddings` times its factor.
+    channels-last. The decoder families become a `CausalLM` whose options
+    say how they differ (the pretrained guide's table); a `dynamic` rope
+    scaling's `sequence_length` is `max_position_embeddings` times its
+    factor.
 
     The model is built in `dtype`, and each tensor read once, converted
     once to its weight's dtype and freed: no weight is randomly initialised
