@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from keras_tfm import generation
+from keras_tfm import generation, interop
 from tests.conftest import to_numpy
 
 torch = pytest.importorskip("torch")
@@ -164,6 +164,25 @@ def changed_weights(model):
         [w + 0.05 * rng.normal(size=w.shape) for w in model.get_weights()]
     )
     return model
+
+
+def assert_loads_as_transformers(checkpoint):
+    """The model loaded from a case's checkpoint computes transformers'
+    outputs, records its family and declares every option; returned."""
+    directory, reference, inputs, torch_inputs = checkpoint
+    model = interop.from_huggingface(directory)
+    assert_close(model(inputs), torch_outputs(reference, torch_inputs))
+    assert model.huggingface_model_type == reference.config.model_type
+    assert_every_option_declared(model)
+    return model
+
+
+def assert_changed_weights_write_back(case, checkpoint, directory):
+    """The case's model, with changed weights, written to `directory` and
+    reloaded by transformers to the same outputs."""
+    model = changed_weights(interop.from_huggingface(checkpoint[0]))
+    interop.to_huggingface(model, directory)
+    assert_transformers_reloads(case, model, checkpoint, directory)
 
 
 def assert_generates_as_transformers(model, reference, prompts=PROMPTS):

@@ -8,12 +8,11 @@ from keras_tfm import interop
 from tests.huggingface_checks import (
     TOKENS,
     Checkpoints,
+    assert_changed_weights_write_back,
     assert_close,
-    assert_every_option_declared,
     assert_generates_as_transformers,
-    assert_transformers_reloads,
+    assert_loads_as_transformers,
     causal,
-    changed_weights,
     copied,
     torch_outputs,
 )
@@ -78,21 +77,14 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.parametrize("case", CASES)
 def test_loaded_model_equals_transformers(case, checkpoints):
-    directory, reference, inputs, torch_inputs = checkpoints[case]
-    model = interop.from_huggingface(directory)
-    expected = torch_outputs(reference, torch_inputs).numpy()
-    assert_close(model(inputs), expected)
-    assert model.huggingface_model_type == reference.config.model_type
-    assert_every_option_declared(model)
+    assert_loads_as_transformers(checkpoints[case])
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_changed_weights_write_back_for_transformers(
     case, checkpoints, tmp_path
 ):
-    model = changed_weights(interop.from_huggingface(checkpoints[case][0]))
-    interop.to_huggingface(model, tmp_path)
-    assert_transformers_reloads(case, model, checkpoints[case], tmp_path)
+    assert_changed_weights_write_back(case, checkpoints[case], tmp_path)
 
 
 @pytest.mark.parametrize("case", CASES)
