@@ -72,7 +72,7 @@ def test_wrong_rank(layer):
 
 def test_rotary_needs_even_head_dim_and_rank_4():
     with pytest.raises(
-        ValueError, match=r"even head dimension.*\(1, 2, 3, 5\)"
+        ValueError, match=r"even, nonzero number of channels.*head_dim=5"
     ):
         RotaryEmbedding()(np.zeros((1, 2, 3, 5), "float32"))
     with pytest.raises(ValueError, match="`inputs` must have rank 4"):
