@@ -21,16 +21,27 @@ from keras.src.backend.common import global_state
 
 from keras_tfm import models
 from keras_tfm.interop.huggingface import (
+    bart,
     bert,
+    clip,
+    deberta_v2,
+    deit,
+    dinov2,
+    distilbert,
+    electra,
     gemma,
     gpt2,
     gpt_neox,
     llama,
+    marian,
     mixtral,
+    modernbert,
     opt,
     phi,
+    roberta,
     t5,
     vit,
+    whisper,
 )
 from keras_tfm.interop.huggingface.core import (
     Checkpoint,
@@ -60,8 +71,19 @@ FAMILIES = (
     *opt.FAMILIES,
     *mixtral.FAMILIES,
     *bert.FAMILIES,
+    *roberta.FAMILIES,
+    *distilbert.FAMILIES,
+    *electra.FAMILIES,
+    *modernbert.FAMILIES,
+    *deberta_v2.FAMILIES,
     *vit.FAMILIES,
+    *dinov2.FAMILIES,
+    *deit.FAMILIES,
+    *clip.FAMILIES,
     *t5.FAMILIES,
+    *bart.FAMILIES,
+    *marian.FAMILIES,
+    *whisper.FAMILIES,
 )
 
 

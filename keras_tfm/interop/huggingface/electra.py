@@ -1,0 +1,4 @@
+"""Placeholder for the `electra` family (issue #29): its writer replaces this
+module with the family's declaration."""
+
+FAMILIES = ()
