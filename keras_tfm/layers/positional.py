@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_tfm.layers.validation import (
     check_choice,
+    check_non_negative_int,
     check_positive_int,
     check_rank,
     check_shape,
@@ -123,6 +124,11 @@ class PositionalEmbedding(keras.layers.Layer):
         max_wavelength: Longest wavelength of the sinusoidal signal.
         num_segments: Number of segment (token type) ids, as in BERT, whose
             learned embeddings are added too; `None` for none.
+        position_offset: Rows of the learned position table before the
+            first position's: the table has `sequence_length +
+            position_offset` rows and position `i` reads row `i +
+            position_offset` (RoBERTa's offset is `padding_id + 1`, BART's
+            2).
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -172,6 +178,7 @@ class PositionalEmbedding(keras.layers.Layer):
         max_wavelength=10000,
         num_segments=None,
         padding_id=0,
+        position_offset=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -181,6 +188,7 @@ class PositionalEmbedding(keras.layers.Layer):
         check_positive_int("sequence_length", sequence_length)
         check_positive_int("embed_dim", embed_dim)
         check_choice("position", position, ("learned", "sinusoidal", None))
+        check_non_negative_int("position_offset", position_offset)
         self.vocab_size = vocab_size
         self.sequence_length = sequence_length
         self.embed_dim = embed_dim
@@ -190,6 +198,7 @@ class PositionalEmbedding(keras.layers.Layer):
         self.max_wavelength = max_wavelength
         self.num_segments = num_segments
         self.padding_id = padding_id
+        self.position_offset = position_offset
         self.supports_masking = mask_zero
 
     def build(self, inputs_shape):
@@ -208,7 +217,10 @@ class PositionalEmbedding(keras.layers.Layer):
         if self.position == "learned":
             self.position_embeddings = self.add_weight(
                 name="position_embeddings",
-                shape=(self.sequence_length, self.embed_dim),
+                shape=(
+                    self.sequence_length + self.position_offset,
+                    self.embed_dim,
+                ),
                 initializer="uniform",
             )
         if self.num_segments is not None:
@@ -240,7 +252,7 @@ class PositionalEmbedding(keras.layers.Layer):
             # `model.export`) cannot prove a slice of unknown length fits.
             positions = ops.take(
                 self.position_embeddings,
-                ops.arange(length) + start_index,
+                ops.arange(length) + start_index + self.position_offset,
                 axis=0,
             )
         else:
@@ -313,6 +325,7 @@ class PositionalEmbedding(keras.layers.Layer):
             "max_wavelength": self.max_wavelength,
             "num_segments": self.num_segments,
             "padding_id": self.padding_id,
+            "position_offset": self.position_offset,
         }
 
 

@@ -18,6 +18,14 @@ def check_positive_int(name, value):
         )
 
 
+def check_non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a non-negative integer. Received: "
+            f"{name}={value!r}"
+        )
+
+
 def positive_number(name, value):
     """`value` as a plain Python int or float, if it is a positive number."""
     if (

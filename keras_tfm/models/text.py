@@ -3,11 +3,12 @@
 import keras
 
 from keras_tfm.layers import (
+    DecoderBlock,
     EncoderBlock,
     FirstTokenPooling,
     PositionalEmbedding,
 )
-from keras_tfm.layers.normalization import normalization
+from keras_tfm.layers.normalization import norm_options, normalization
 from keras_tfm.layers.options import block_options
 from keras_tfm.layers.validation import check_choice, check_positive_int
 from keras_tfm.models.base import (
@@ -49,12 +50,25 @@ class TextEncoder(FunctionalModel):
         norm: Norm options (`"type"`, `"epsilon"`, `"placement"`: `"post"`
             by default; any other placement adds a final norm,
             `encoder_norm`).
-        position: `"learned"` or `"sinusoidal"`.
+        position: `"learned"`, `"sinusoidal"`, or None (with rotary
+            attention).
         num_segments: Number of segment (token type) ids, as in BERT; the
             model then takes `segment_ids` too.
         embedding_norm: Whether a normalization follows the embedding
             (BERT has one).
         padding_id: The padding token id.
+        position_offset: Rows of the learned position table before the
+            first position's (RoBERTa's is `padding_id + 1`); see
+            `PositionalEmbedding`.
+        embedding_dim: Width of the token embedding, if not `embed_dim`:
+            a Dense layer (`embedding_projection`) then projects the
+            (normalised) embedding to `embed_dim`, as in ELECTRA.
+        causal: Whether each token attends to itself and earlier tokens
+            only (CLIP's text encoder): the blocks are then
+            `DecoderBlock`s without cross-attention.
+        layer_overrides: None, or a list with one entry per block: None, or
+            a dict of `attention`, `feed_forward` and `norm` options merged
+            over the model's for that block (as `CausalLM`'s).
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...). The flat
             arguments of keras_tfm 0.1 (`norm_first=`, `activation=`,
@@ -73,6 +87,8 @@ class TextEncoder(FunctionalModel):
         embedding_norm: The LayerNormalization after it (`embedding_norm`),
             or None.
         embedding_dropout: Dropout after the embedding.
+        embedding_projection: The Dense layer from `embedding_dim` to
+            `embed_dim` (`embedding_projection`), or None.
         blocks: The `EncoderBlock`s (`encoder_block_0`, ...).
         final_norm: The LayerNormalization after the last block, or None.
 
@@ -107,6 +123,10 @@ class TextEncoder(FunctionalModel):
         num_segments=None,
         embedding_norm=False,
         padding_id=0,
+        position_offset=0,
+        embedding_dim=None,
+        causal=False,
+        layer_overrides=None,
         name="encoder",
         **kwargs,
     ):
@@ -120,14 +140,17 @@ class TextEncoder(FunctionalModel):
             norm,
             _ENCODER_DEFAULTS,
         )
+        if embedding_dim is not None:
+            check_positive_int("embedding_dim", embedding_dim)
         self.embedding = PositionalEmbedding(
             vocab_size,
             sequence_length,
-            embed_dim,
+            embedding_dim or embed_dim,
             position=position,
             mask_zero=True,
             padding_id=padding_id,
             num_segments=num_segments,
+            position_offset=position_offset,
             name="embedding",
         )
         self.embedding_norm = (
@@ -138,8 +161,19 @@ class TextEncoder(FunctionalModel):
         self.embedding_dropout = keras.layers.Dropout(
             dropout, name="embedding_dropout"
         )
+        self.embedding_projection = (
+            keras.layers.Dense(embed_dim, name="embedding_projection")
+            if embedding_dim is not None
+            else None
+        )
         self.blocks = make_blocks(
-            EncoderBlock, num_layers, "encoder", options, dropout=dropout
+            DecoderBlock if causal else EncoderBlock,
+            num_layers,
+            "encoder",
+            options,
+            layer_overrides,
+            dropout=dropout,
+            **({"cross_attention": False} if causal else {}),
         )
         self.final_norm = stack_norm(
             "encoder", options["norm"]["placement"] != "post", options["norm"]
@@ -157,6 +191,8 @@ class TextEncoder(FunctionalModel):
         if self.embedding_norm is not None:
             x = self.embedding_norm(x)
         x = self.embedding_dropout(x)
+        if self.embedding_projection is not None:
+            x = self.embedding_projection(x)
         x = run_stack(x, self.blocks, self.final_norm)
         super().__init__(inputs, x, name=name, **kwargs)
 
@@ -171,6 +207,10 @@ class TextEncoder(FunctionalModel):
         self.position = position
         self.num_segments = num_segments
         self.padding_id = padding_id
+        self.position_offset = position_offset
+        self.embedding_dim = embedding_dim
+        self.causal = causal
+        self.layer_overrides = layer_overrides
 
     def get_config(self):
         return {
@@ -189,6 +229,10 @@ class TextEncoder(FunctionalModel):
             "num_segments": self.num_segments,
             "embedding_norm": self.embedding_norm is not None,
             "padding_id": self.padding_id,
+            "position_offset": self.position_offset,
+            "embedding_dim": self.embedding_dim,
+            "causal": self.causal,
+            "layer_overrides": self.layer_overrides,
         }
 
 
@@ -217,6 +261,37 @@ class _ModelOnEncoder(FunctionalModel):
         return cls(**{**config, "encoder": encoder})
 
 
+DENSE_TRANSFORM = {"activation": "tanh", "use_bias": True, "norm": None}
+
+
+def dense_transform(options, width, name):
+    """The `(dense, norm)` layers of a head's dense transform, from
+    `options`: False (neither), True (BERT's tanh pooler) or a dict of
+    `DENSE_TRANSFORM`'s keys; `norm` is None without one."""
+    if options is False:
+        return None, None
+    if options is True:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValueError(
+            f"`{name}` must be a bool or a dict with keys among "
+            f"{list(DENSE_TRANSFORM)}. Received: {name}={options!r}"
+        )
+    for key in options:
+        check_choice(f"{name} key", key, tuple(DENSE_TRANSFORM))
+    options = {**DENSE_TRANSFORM, **options}
+    dense = keras.layers.Dense(
+        width,
+        activation=options["activation"],
+        use_bias=options["use_bias"],
+        name=name,
+    )
+    norm = None
+    if options["norm"] is not None:
+        norm = normalization(norm_options(options["norm"]), f"{name}_norm")
+    return dense, norm
+
+
 @keras.saving.register_keras_serializable(package="keras_tfm")
 class TextClassifier(_ModelOnEncoder):
     """A `TextEncoder` with a pooling and a dense classification head.
@@ -232,8 +307,11 @@ class TextClassifier(_ModelOnEncoder):
         pooling: `"mean"` (over real tokens) or `"cls"` (the first token's
             output; put a classification token there).
         dropout: Dropout rate before the head.
-        pooler: Whether a dense tanh layer (`pooler`, BERT's) follows the
-            pooling.
+        pooler: Whether a dense layer (`pooler`) follows the pooling:
+            False, True for BERT's (tanh, with a bias), or a dict of
+            `"activation"` (default `"tanh"`), `"use_bias"` (default True)
+            and `"norm"` (None, or norm options of a normalization after
+            the activation, `pooler_norm`: ModernBERT's head).
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
@@ -247,7 +325,8 @@ class TextClassifier(_ModelOnEncoder):
     Attributes:
         encoder: The `TextEncoder`.
         pooling_layer: The pooling (`pooling`).
-        pooler_dense: The dense tanh layer (`pooler`), or None.
+        pooler_dense: The dense layer (`pooler`), or None.
+        pooler_norm: The normalization after it (`pooler_norm`), or None.
         head_dropout: Dropout before the head.
         head: The Dense layer to logits (`logits`).
 
@@ -285,12 +364,8 @@ class TextClassifier(_ModelOnEncoder):
             if pooling == "mean"
             else FirstTokenPooling(name="pooling")
         )
-        self.pooler_dense = (
-            keras.layers.Dense(
-                encoder.embed_dim, activation="tanh", name="pooler"
-            )
-            if pooler
-            else None
+        self.pooler_dense, self.pooler_norm = dense_transform(
+            pooler, encoder.embed_dim, "pooler"
         )
         self.head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
         self.head = keras.layers.Dense(num_classes, name="logits")
@@ -299,8 +374,9 @@ class TextClassifier(_ModelOnEncoder):
         # backbone's: a classifier takes what its encoder takes.
         inputs = encoder.input
         x = self.pooling_layer(encoder(inputs))
-        if self.pooler_dense is not None:
-            x = self.pooler_dense(x)
+        for layer in (self.pooler_dense, self.pooler_norm):
+            if layer is not None:
+                x = layer(x)
         logits = self.head(self.head_dropout(x))
         super().__init__(inputs, logits, name=name, **kwargs)
 
