@@ -11,9 +11,11 @@ from keras_tfm.layers.validation import (
 )
 
 # `gelu` is exact, as in `torch.nn` and BERT; `gelu_tanh` is the tanh
-# approximation of GPT-2 (Hugging Face's "gelu_new"). The gated ones put
-# their activation on a gate projection: SiLU (LLaMA) or tanh GELU (T5 v1.1).
-PLAIN_ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+# approximation of GPT-2 (Hugging Face's "gelu_new"); `quick_gelu` is the
+# sigmoid approximation `x * sigmoid(1.702 x)` that OpenAI's CLIP trained
+# with. The gated ones put their activation on a gate projection: SiLU
+# (LLaMA) or tanh GELU (T5 v1.1).
+PLAIN_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "quick_gelu")
 GATED_ACTIVATIONS = ("swiglu", "geglu_tanh")
 ACTIVATIONS = (*PLAIN_ACTIVATIONS, *GATED_ACTIVATIONS)
 
@@ -22,6 +24,8 @@ def activate(x, activation):
     """One of `PLAIN_ACTIVATIONS` applied to `x`."""
     if activation == "relu":
         return ops.relu(x)
+    if activation == "quick_gelu":
+        return x * ops.sigmoid(1.702 * x)
     return ops.gelu(x, approximate=activation == "gelu_tanh")
 
 
@@ -37,7 +41,8 @@ class FeedForward(keras.layers.Layer):
     Args:
         hidden_dim: Width of the hidden layer.
         activation: `"relu"`, `"gelu"` (exact, as in `torch.nn` and BERT),
-            `"gelu_tanh"` (the tanh approximation, as in GPT-2), `"swiglu"`
+            `"gelu_tanh"` (the tanh approximation, as in GPT-2),
+            `"quick_gelu"` (`x * sigmoid(1.702 x)`, as in CLIP), `"swiglu"`
             or `"geglu_tanh"`.
         dropout: Dropout rate on the output.
         use_bias: Whether the projections have biases (LLaMA's have none).
