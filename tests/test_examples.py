@@ -42,6 +42,7 @@ RUNS = [
         "reloaded in a fresh process",
     ),
     ("huggingface", "huggingface.py", [], "reloaded with transformers"),
+    ("semantic_search", "semantic_search.py", [], "TF-IDF baseline:"),
 ]
 MARKER = "=== example run: "
 
