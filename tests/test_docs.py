@@ -134,6 +134,12 @@ def broken_references(site, pages):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the site is the same on every backend (built once, on the "
+    "fastest suite's); test_figures_draw_on_this_backend draws its figures "
+    "on each",
+)
 def test_site_builds_strictly_with_links_images_and_api(tmp_path):
     site = tmp_path / "site"
     result = subprocess.run(
