@@ -35,7 +35,7 @@ def _start_id(config):
     return config.get("bos_token_id") if start is None else start
 
 
-def common_fields(activations=fields.ACTIVATIONS, scale_embedding=False):
+def common_fields(scale_embedding=False, logits_bias=True):
     """The config fields BART, mBART, Marian and M2M-100 share: the two
     stacks' sizes (equal, as keras_tfm's stacks are), dropout rates that
     act in training only, and the decoder's start and forced ids."""
@@ -50,7 +50,7 @@ def common_fields(activations=fields.ACTIVATIONS, scale_embedding=False):
         Field("encoder_ffn_dim", "feed_forward.hidden_dim"),
         Field("decoder_ffn_dim", "feed_forward.hidden_dim"),
         Field("activation_function", "feed_forward.activation", "gelu",
-              activations),
+              fields.ACTIVATIONS),
         Field("dropout", "dropout", 0.1),
         Field("scale_embedding", "scale_embeddings", scale_embedding),
         Field("pad_token_id", "padding_id", 1),
@@ -75,7 +75,7 @@ def common_fields(activations=fields.ACTIVATIONS, scale_embedding=False):
             "relative_position_buckets": None,
             "relative_position_max_distance": 128,
             "scale_tied_logits": False,
-            "logits_bias": True,
+            "logits_bias": logits_bias,
             "encoder_features": None,
         }),
         Fixed("output_bias", True, unless="tie_embeddings"),
