@@ -81,10 +81,13 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
         logit_soft_cap: None, or a positive number `c`: the scaled logits
             become `c * tanh(logits / c)` before masking (Gemma 2). Takes
             the explicit attention formula.
-        sliding_window: None, or a positive int `w` (a causal layer only):
-            each position attends to itself and the `w - 1` positions
-            before it (Mistral, Gemma 2 local layers). Its cache is a
-            rolling buffer of `min(max_length, w)` positions.
+        sliding_window: None, or a positive int `w`: each position
+            attends to the positions less than `w` away, itself included.
+            In a causal layer, itself and the `w - 1` positions before it
+            (Mistral, Gemma 2 local layers), and its cache is a rolling
+            buffer of `min(max_length, w)` positions; otherwise itself and
+            the `w - 1` positions on each side (ModernBERT's local layers,
+            `w = local_attention // 2 + 1`).
         **kwargs: Standard layer arguments (`name`, `dtype`, ...). The flat
             `rotary_max_wavelength` of keras_tfm 0.1 is still taken.
 
@@ -168,14 +171,6 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
 
     def build(self, x_shape):
         check_rank("x", x_shape, 3, "(batch, seq, width)")
-        # Checked here, not in `__init__`: blocks read the defaults of their
-        # `attention` options from a layer made before they set `causal`.
-        if self.sliding_window is not None and not self.causal:
-            raise ValueError(
-                "`sliding_window` needs a causal layer (`causal=True`, as in "
-                "`DecoderBlock`). Received: "
-                f"sliding_window={self.sliding_window!r}, causal=False"
-            )
         self._build_projections(x_shape, x_shape)
         if self.query_key_norm is not None:
             self.query_norm = self._query_key_norm(
@@ -295,9 +290,10 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             x: `(batch, n, width)`, the positions `cache_index` to
                 `cache_index + n - 1`.
             cache: From `initial_cache()` or the previous call:
-                `(batch, 2, num_kv_heads, max_length, head_dim)`; with a
-                `sliding_window`, a rolling buffer of the window's size
-                (and then the call takes no masks or bias).
+                `(batch, 2, num_kv_heads, max_length, head_dim)`; in a
+                causal layer with a `sliding_window`, a rolling buffer of
+                the window's size (and then the call takes no masks or
+                bias).
             cache_index: Position of `x[:, 0]` (an int or a scalar tensor).
             padding_mask: Optional `(batch, max_length)` mask over the
                 cache's positions.
@@ -313,7 +309,7 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
         check_rank("x", x.shape, 3, "(batch, seq, width)")
         query, key, value = self._positioned_projections(x, cache_index)
         _check_cache(cache, key)
-        if self.sliding_window is not None:
+        if self._rolling_cache:
             _check_no_masks(padding_mask, attention_mask, attention_bias)
             return self._sliding_call_with_cache(
                 query, key, value, cache, cache_index
@@ -349,7 +345,11 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             or any(m is not None for m in (padding_mask, attention_mask, bias))
         )
         visible = None
-        if start_index is not None or (self.causal and not is_causal):
+        if (
+            start_index is not None
+            or self.sliding_window is not None
+            or (self.causal and not is_causal)
+        ):
             visible = self._visible_keys(
                 ops.shape(query)[1],
                 ops.shape(key)[1],
@@ -398,14 +398,29 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
 
         Query `i` sits at position `start_index + i`. A causal layer sees up
         to that position; otherwise every key that has been written, which
-        without a cache is every key.
+        without a cache is every key; both within the `sliding_window`.
         """
         if self.causal:
             return causal_mask(
                 query_length, key_length, start_index, self.sliding_window
             )
         written = ops.arange(key_length) < start_index + query_length
-        return ops.broadcast_to(written[None, :], (query_length, key_length))
+        visible = ops.broadcast_to(written[None, :], (query_length, key_length))
+        if self.sliding_window is None:
+            return visible
+        window = visible_positions(
+            ops.arange(query_length) + start_index,
+            ops.arange(key_length),
+            self.sliding_window,
+            causal=False,
+        )
+        return ops.logical_and(visible, window)
+
+    @property
+    def _rolling_cache(self):
+        """Whether the cache is a rolling buffer: a causal layer's with a
+        window (a bidirectional window may see keys not yet written)."""
+        return self.causal and self.sliding_window is not None
 
     def initial_cache(self, batch_size, max_length):
         """An empty key/value cache for incremental decoding.
@@ -419,8 +434,8 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             Zeros of shape
             `(batch_size, 2, num_kv_heads, max_length, head_dim)` in the
             layer's compute dtype: keys at index 0 of axis 1, values at 1,
-            heads before positions as attention kernels read them. With a
-            `sliding_window`, a rolling buffer of
+            heads before positions as attention kernels read them. In a
+            causal layer with a `sliding_window`, a rolling buffer of
             `min(max_length, sliding_window)` positions instead (position
             `p` in slot `p % length`).
         """
@@ -439,7 +454,7 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
                 check_positive_int(name, size)
         _, heads, head_dim = self.key_dense.kernel.shape
         length = max_length
-        if self.sliding_window is not None:
+        if self._rolling_cache:
             length = (
                 min(max_length, self.sliding_window)
                 if isinstance(max_length, int)

@@ -40,24 +40,34 @@ def causal_mask(query_length, key_length, start_index=0, sliding_window=None):
     )
 
 
-def visible_positions(query_positions, key_positions, sliding_window=None):
+def visible_positions(
+    query_positions, key_positions, sliding_window=None, causal=True
+):
     """`(queries, keys)`: whether each query may see each key, from their
     positions.
 
-    A query at position `i` sees the keys at `j` with `0 <= j <= i` and,
-    with a sliding window, `i - sliding_window < j` (transformers'
-    `sliding_window_overlay`: the query and the `sliding_window - 1` keys
-    before it). A negative key position marks an empty cache slot.
+    A query at position `i` sees the keys at `j >= 0` (a negative key
+    position marks an empty cache slot), with `j <= i` if `causal`. A
+    `sliding_window` `w` keeps the keys less than `w` positions away: in a
+    causal layer the query and the `w - 1` keys before it (transformers'
+    `sliding_window_overlay`), otherwise the query and the `w - 1` keys on
+    each side (ModernBERT's local attention, with `w = local_attention // 2
+    + 1`).
     """
     query_positions = ops.expand_dims(query_positions, 1)
     key_positions = ops.expand_dims(key_positions, 0)
-    visible = ops.logical_and(
-        key_positions <= query_positions, key_positions >= 0
-    )
+    visible = key_positions >= 0
+    if causal:
+        visible = ops.logical_and(visible, key_positions <= query_positions)
     if sliding_window is None:
         return visible
-    return ops.logical_and(
+    visible = ops.logical_and(
         visible, key_positions > query_positions - sliding_window
+    )
+    if causal:
+        return visible
+    return ops.logical_and(
+        visible, key_positions < query_positions + sliding_window
     )
 
 

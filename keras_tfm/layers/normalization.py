@@ -13,9 +13,15 @@ A block's `norm` option is a dict (or just the type's name):
 - `"offset"` (RMS only, default 0): the norm scales by `offset + scale`,
   Gemma's `x * (1 + weight)`; the scale then starts at `1 - offset`, so
   that the layer starts as a plain RMS norm.
+- `"use_bias"` (layer norms only, default True): False for a layer norm
+  without a bias, `LayerNormalization(center=False)` (ModernBERT).
+- `"skip"` (default none): the sublayers of a block (`"self_attention"`,
+  `"cross_attention"`, `"feed_forward"`) that have no norm, their input
+  and residual sum left as they are: ModernBERT's first block, through
+  `layer_overrides`, reads the embedding's norm instead.
 
-The completed options leave `"offset"` out at its default, so configs
-written before it existed are unchanged.
+The completed options leave `"offset"`, `"use_bias"` and `"skip"` out at
+their defaults, so configs written before they existed are unchanged.
 """
 
 import keras
@@ -28,9 +34,13 @@ NORM_TYPES = {
     "rms": keras.layers.RMSNormalization,
 }
 PLACEMENTS = ("post", "pre", "sandwich", "output")
+SUBLAYERS = ("self_attention", "cross_attention", "feed_forward")
 DEFAULT_NORM = {"type": "layer", "epsilon": 1e-5, "placement": "post"}
-# Keys that the completed options hold only away from their default.
+# Keys that the completed options hold only away from their default: the
+# RMS offset (with which the RMS decoder families complete the options
+# they read), a layer norm's bias and the sublayers without a norm.
 OPTIONAL_NORM = {"offset": 0.0}
+LEFT_OUT_AT_DEFAULT = {**OPTIONAL_NORM, "use_bias": True, "skip": []}
 
 
 def norm_options(norm=None, defaults=None):
@@ -38,17 +48,19 @@ def norm_options(norm=None, defaults=None):
 
     Args:
         norm: None, a type name (`"layer"`, `"rms"`) or a dict with any of
-            `"type"`, `"epsilon"`, `"placement"`, `"offset"`.
+            `"type"`, `"epsilon"`, `"placement"`, `"offset"`, `"use_bias"`,
+            `"skip"`.
         defaults: Values for the keys `norm` leaves out, over
             `DEFAULT_NORM`.
 
     Returns:
-        A dict with `"type"`, `"epsilon"`, `"placement"`, and `"offset"`
-        where it is not 0.
+        A dict with `"type"`, `"epsilon"`, `"placement"`, and `"offset"`,
+        `"use_bias"` and `"skip"` (a list) where they are not at their
+        defaults.
     """
     if isinstance(norm, str):
         norm = {"type": norm}
-    keys = (*DEFAULT_NORM, *OPTIONAL_NORM)
+    keys = (*DEFAULT_NORM, *LEFT_OUT_AT_DEFAULT)
     if norm is not None and not isinstance(norm, dict):
         raise ValueError(
             "`norm` must be None, 'layer', 'rms' or a dict with keys "
@@ -66,8 +78,12 @@ def norm_options(norm=None, defaults=None):
             f"epsilon={epsilon!r}"
         )
     _check_offset(options)
-    if options.get("offset") == OPTIONAL_NORM["offset"]:
-        del options["offset"]
+    _check_use_bias(options)
+    if "skip" in options:
+        options["skip"] = _skipped(options["skip"])
+    for key, default in LEFT_OUT_AT_DEFAULT.items():
+        if key in options and options[key] == default:
+            del options[key]
     return options
 
 
@@ -89,13 +105,45 @@ def _check_offset(options):
         )
 
 
+def _check_use_bias(options):
+    use_bias = options.get("use_bias", True)
+    if not isinstance(use_bias, bool):
+        raise ValueError(
+            "`norm['use_bias']` must be a bool. Received: "
+            f"use_bias={use_bias!r}"
+        )
+    if not use_bias and options["type"] != "layer":
+        raise ValueError(
+            "`norm['use_bias']` is an option of layer norms only "
+            "(norm['type'] 'layer'; an RMS norm has no bias). Received: "
+            f"use_bias=False with type={options['type']!r}"
+        )
+
+
+def _skipped(skip):
+    """`skip` as a list of sublayer names, checked."""
+    if not isinstance(skip, list | tuple):
+        raise ValueError(
+            f"`norm['skip']` must be a list of sublayers among "
+            f"{list(SUBLAYERS)}. Received: skip={skip!r}"
+        )
+    for sublayer in skip:
+        check_choice("norm['skip']", sublayer, SUBLAYERS)
+    return list(skip)
+
+
 def normalization(options, name, dtype=None):
     """A new, unbuilt norm layer for `options` (`norm_options`; extra keys,
-    such as a query/key norm's `"scope"`, are ignored)."""
+    such as a query/key norm's `"scope"` or a block's `"skip"`, are
+    ignored)."""
     offset = options.get("offset", 0.0)
     if offset:
         layer = OffsetRMSNormalization(
             epsilon=options["epsilon"], offset=offset, name=name, dtype=dtype
+        )
+    elif not options.get("use_bias", True):
+        layer = keras.layers.LayerNormalization(
+            epsilon=options["epsilon"], center=False, name=name, dtype=dtype
         )
     else:
         layer = NORM_TYPES[options["type"]](
@@ -110,7 +158,10 @@ def normalization(options, name, dtype=None):
 
 def sublayer_norms(options, sublayer, x_shape, dtype=None):
     """The built norms around one sublayer of a block: `{sublayer}_norm`,
-    and `{sublayer}_output_norm` for a sandwich placement (else None)."""
+    and `{sublayer}_output_norm` for a sandwich placement (else None);
+    both None for a sublayer in `options["skip"]`."""
+    if sublayer in options.get("skip", ()):
+        return None, None
     names = [f"{sublayer}_norm"]
     if options["placement"] == "sandwich":
         names.append(f"{sublayer}_output_norm")
@@ -121,13 +172,19 @@ def sublayer_norms(options, sublayer, x_shape, dtype=None):
 
 
 def normalized_input(placement, x, norm):
-    """What a sublayer reads: `norm(x)` for a norm before it, else `x`."""
-    return norm(x) if placement in ("pre", "sandwich") else x
+    """What a sublayer reads: `norm(x)` for a norm before it, else `x`
+    (also for a skipped norm, None)."""
+    if norm is None or placement not in ("pre", "sandwich"):
+        return x
+    return norm(x)
 
 
 def residual_sum(placement, x, outputs, norm, output_norm=None):
     """`x` plus a sublayer's `outputs`, with the norm after the sublayer
-    that `placement` puts there (`output_norm` is the sandwich's second)."""
+    that `placement` puts there (`output_norm` is the sandwich's second);
+    none for a skipped norm (None)."""
+    if norm is None:
+        return x + outputs
     if placement == "post":
         return norm(x + outputs)
     if placement == "output":

@@ -17,22 +17,31 @@ class MaskedLM(_ModelOnEncoder):
 
     The head follows BERT: a dense GELU layer and a layer norm at each masked
     position, then the output projection, which by default is the token
-    embedding transposed. Inputs and targets are what keras-hub's
-    `MaskedLMMaskGenerator` returns: train with `mask_ids` as targets and
-    `mask_weights` as sample weights, so that the loss counts only the real
-    masked positions (`reduction="mean_with_sample_weight"` averages over
-    them), and report masked-token accuracy as a weighted metric. After
-    pretraining, `model.encoder` is the encoder to fine-tune in a
-    `TextClassifier`.
+    embedding transposed (ModernBERT's head: without the dense layer's and
+    the norm's biases, with a bias after the tied projection). Inputs and
+    targets are what keras-hub's `MaskedLMMaskGenerator` returns: train with
+    `mask_ids` as targets and `mask_weights` as sample weights, so that the
+    loss counts only the real masked positions
+    (`reduction="mean_with_sample_weight"` averages over them), and report
+    masked-token accuracy as a weighted metric. After pretraining,
+    `model.encoder` is the encoder to fine-tune in a `TextClassifier`.
 
     Args:
         encoder: A `TextEncoder`.
         tie_embeddings: Whether the output projection reuses the encoder's
             token embedding. Untied, it is a Dense layer with a bias (how
             BERT's masked-LM head loads: its tied projection has a bias).
-        activation: The head's activation: `"gelu"`, `"gelu_tanh"` or
-            `"relu"`.
+        activation: The head's activation: `"gelu"`, `"gelu_tanh"`,
+            `"relu"` or `"quick_gelu"`.
         layer_norm_epsilon: Epsilon of the head's LayerNormalization.
+        head_bias: Whether the head's dense layer has a bias (ModernBERT's
+            `classifier_bias`).
+        head_norm_bias: Whether the head's LayerNormalization has a bias
+            (ModernBERT's `norm_bias`).
+        output_bias: Whether the output projection adds a bias: None (the
+            default) for a bias on an untied projection only; True adds
+            one after the tied projection too (`output_bias`, a
+            `BiasAdd`: ModernBERT's `decoder_bias`).
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
@@ -50,6 +59,8 @@ class MaskedLM(_ModelOnEncoder):
         head_norm: The layer norm of the head (`mlm_norm`).
         output_projection: The Dense layer to logits (`logits`), or None
             when tied to `encoder.embedding`.
+        output_bias_layer: The `BiasAdd` after the tied projection
+            (`output_bias`), or None.
 
     Example:
 
@@ -75,24 +86,35 @@ class MaskedLM(_ModelOnEncoder):
         tie_embeddings=True,
         activation="gelu",
         layer_norm_epsilon=1e-5,
+        head_bias=True,
+        head_norm_bias=True,
+        output_bias=None,
         name="masked_lm",
         **kwargs,
     ):
         _check_encoder(encoder)
         check_choice("activation", activation, PLAIN_ACTIVATIONS)
+        check_choice("output_bias", output_bias, (None, True, False))
         # Set before the graph is built, which `token_logits` reads it for.
         self.activation = activation
         self.encoder = encoder
         self.head_dense = keras.layers.Dense(
-            encoder.embed_dim, name="mlm_dense"
+            encoder.embed_dim, use_bias=head_bias, name="mlm_dense"
         )
         self.head_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, name="mlm_norm"
+            epsilon=layer_norm_epsilon, center=head_norm_bias, name="mlm_norm"
         )
-        self.output_projection = (
-            None
-            if tie_embeddings
-            else keras.layers.Dense(encoder.vocab_size, name="logits")
+        self.output_projection = None
+        if not tie_embeddings:
+            self.output_projection = keras.layers.Dense(
+                encoder.vocab_size,
+                use_bias=output_bias is not False,
+                name="logits",
+            )
+        self.output_bias_layer = (
+            BiasAdd(name="output_bias")
+            if tie_embeddings and output_bias
+            else None
         )
 
         encoder_inputs = encoder.input
@@ -114,15 +136,21 @@ class MaskedLM(_ModelOnEncoder):
         )
         self.tie_embeddings = tie_embeddings
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.head_bias = head_bias
+        self.head_norm_bias = head_norm_bias
+        self.output_bias = output_bias
 
     def token_logits(self, x):
         """Vocabulary logits `(batch, n, vocab_size)` for encoder outputs
         `(batch, n, embed_dim)`."""
         x = activate(self.head_dense(x), self.activation)
         x = self.head_norm(x)
-        if self.output_projection is None:
-            return self.encoder.embedding(x, reverse=True)
-        return self.output_projection(x)
+        if self.output_projection is not None:
+            return self.output_projection(x)
+        logits = self.encoder.embedding(x, reverse=True)
+        if self.output_bias_layer is not None:
+            logits = self.output_bias_layer(logits)
+        return logits
 
     def get_config(self):
         return {
@@ -130,7 +158,52 @@ class MaskedLM(_ModelOnEncoder):
             "tie_embeddings": self.tie_embeddings,
             "activation": self.activation,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "head_bias": self.head_bias,
+            "head_norm_bias": self.head_norm_bias,
+            "output_bias": self.output_bias,
         }
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class BiasAdd(keras.layers.Layer):
+    """Adds a learned bias over the last axis: the bias of a tied output
+    projection (`MaskedLM(output_bias=True)`), whose weights are the token
+    embedding's.
+
+    Args:
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        x: A tensor `(..., units)`.
+
+    Returns:
+        `x + bias`, with the shape of `x`; the bias, of `units` zeros at
+        first, is the weight `bias`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tfm.models.masked_lm import BiasAdd
+
+    logits = BiasAdd()(np.zeros((2, 3, 10), "float32"))  # (2, 3, 10)
+    ```
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def build(self, x_shape):
+        self.bias = self.add_weight(
+            name="bias", shape=(x_shape[-1],), initializer="zeros"
+        )
+
+    def call(self, x):
+        return x + keras.ops.cast(self.bias, x.dtype)
+
+    def compute_output_shape(self, x_shape):
+        return x_shape
 
 
 def masked_lm(
