@@ -96,3 +96,27 @@ def test_op_profile_prints_both_libraries():
     # Eigen), so the check is that some matrix product is listed at all.
     matrix_product = re.compile(r"mat_?mul|dot|gemm|ynn|aten::(add|b)?mm", re.I)
     assert any(matrix_product.search(row[0]) for row in rows[:-1])
+
+
+def test_checkpoints_prints_every_row_and_column(tmp_path):
+    backend = keras.backend.backend()
+    output = run_benchmark(
+        "benchmarks.checkpoints",
+        *("--quick", "--backends", backend, "--dtypes", "float32"),
+        *("--models", "smollm2", "--cache-dir", tmp_path),
+    )
+    lines = output.splitlines()
+    header = next(line for line in lines if line.startswith("| library"))
+    assert header.strip("| ").split(" | ")[3:] == [
+        "load s", "peak MB", "RSS MB", "first call s", "tok/s b1",
+        "tok/s b8", "load/hf", "peak/hf", "b1/hf", "b8/hf", "agree",
+    ]  # fmt: skip
+    hf, tfm = table_rows(output)
+    assert hf[:3] == ["transformers", "torch", "float32"]
+    assert tfm[:3] == ["keras_tfm", backend, "float32"]
+    # transformers is the reference: its ratios and tokens are the others'.
+    assert "-" not in hf[3:9] and hf[9:] == ["-"] * 5
+    assert "-" not in tfm and tfm[-1] == "4/4"
+    targets = [line for line in lines if line.startswith("targets, ")]
+    assert len(targets) == 1
+    assert targets[0].count(": met (") + targets[0].count(": missed (") == 5
