@@ -3,7 +3,6 @@ of their sublayers and norms, and the residual step around each sublayer."""
 
 import keras
 
-from keras_tfm.layers.attention import MultiHeadSelfAttention
 from keras_tfm.layers.masks import get_keras_mask
 from keras_tfm.layers.normalization import (
     normalized_input,
@@ -12,6 +11,7 @@ from keras_tfm.layers.normalization import (
 )
 from keras_tfm.layers.options import (
     LEGACY_POSITIONAL,
+    attention_layer,
     block_options,
     check_residual,
     feed_forward_layer,
@@ -55,8 +55,8 @@ class TransformerBlock(keras.layers.Layer):
         return self.norm_options["placement"] == "pre"
 
     def _build_self_attention(self, x_shape, causal):
-        self.self_attention = MultiHeadSelfAttention(
-            **self.attention_options,
+        self.self_attention = attention_layer(
+            self.attention_options,
             causal=causal,
             dropout=self.dropout,
             name="self_attention",
@@ -95,12 +95,18 @@ class TransformerBlock(keras.layers.Layer):
         )
 
     def _self_attention_residual(
-        self, x, padding_mask, attention_mask, bias, return_scores, training
-    ):
+        self, x, padding_mask, attention_mask, bias, return_scores, training,
+        relative_embeddings=None,
+    ):  # fmt: skip
         """`(x, scores)` after the self-attention sublayer; without
-        `padding_mask`, the Keras mask of `x` is used."""
+        `padding_mask`, the Keras mask of `x` is used. The attention takes
+        `relative_embeddings` only when given (a disentangled attention's
+        table)."""
         if padding_mask is None:
             padding_mask = get_keras_mask(x)
+        table = {}
+        if relative_embeddings is not None:
+            table = {"relative_embeddings": relative_embeddings}
         result = self.self_attention(
             self._sublayer_input(x, self.self_attention_norm),
             padding_mask=padding_mask,
@@ -108,6 +114,7 @@ class TransformerBlock(keras.layers.Layer):
             attention_bias=bias,
             return_attention_scores=return_scores,
             training=training,
+            **table,
         )
         outputs = result.outputs if return_scores else result
         x = self._add_residual(

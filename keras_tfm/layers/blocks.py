@@ -41,7 +41,9 @@ class EncoderBlock(TransformerBlock):
             added to the residual stream (the paper's residual dropout).
         attention: Dict of `MultiHeadSelfAttention` arguments
             (`num_kv_heads`, `key_dim`, `use_bias`, `attention_scale`,
-            `rotary`, ...).
+            `rotary`, ...); with `"type": "disentangled"`, of
+            `DisentangledSelfAttention` (DeBERTa), which then needs
+            `relative_embeddings` at each call.
         feed_forward: Dict of `FeedForward` arguments (`activation`:
             `"relu"`, `"gelu"`, `"gelu_tanh"`, `"swiglu"`, `"geglu_tanh"`;
             `use_bias`).
@@ -62,6 +64,10 @@ class EncoderBlock(TransformerBlock):
         attention_bias: Optional float tensor added to the self-attention
             logits, broadcastable to `(batch, num_heads, seq, seq)` (T5's
             relative positions, from `RelativePositionBias`).
+        relative_embeddings: The relative-position table of a
+            disentangled attention (`attention={"type": "disentangled"}`,
+            DeBERTa), `(2 * span, width)` from `RelativePositionEmbedding`;
+            required by that attention, refused by the others.
         return_attention_scores: Whether to also return the self-attention
             weights.
         training: Whether dropout is active.
@@ -105,6 +111,7 @@ class EncoderBlock(TransformerBlock):
         padding_mask=None,
         attention_mask=None,
         attention_bias=None,
+        relative_embeddings=None,
         return_attention_scores=False,
         training=None,
     ):
@@ -112,7 +119,7 @@ class EncoderBlock(TransformerBlock):
         block_input = x
         x, scores = self._self_attention_residual(
             x, padding_mask, attention_mask, attention_bias,
-            return_attention_scores, training,
+            return_attention_scores, training, relative_embeddings,
         )  # fmt: skip
         x = self._feed_forward_residual(x, block_input, training)
         if return_attention_scores:
@@ -244,6 +251,12 @@ class DecoderBlock(TransformerBlock):
             attention=attention, feed_forward=feed_forward, norm=norm,
             residual=residual, **kwargs,
         )  # fmt: skip
+        if cross_attention and "type" in self.attention_options:
+            raise ValueError(
+                "A DecoderBlock with cross-attention takes the plain "
+                "multi-head attention only. Received: attention['type']="
+                f"{self.attention_options['type']!r}"
+            )
         if cross_attention and residual != "sequential":
             raise ValueError(
                 f"`residual={residual!r}` is for decoder-only blocks: with "

@@ -63,6 +63,13 @@ def _log_buckets(relative, position_buckets, max_relative_positions):
     return ops.where(distance <= middle, relative, far * sign)
 
 
+def table_length(options):
+    """Rows of the relative-position table of a disentangled attention,
+    from its options (`position_buckets`, `max_relative_positions`)."""
+    span = options["position_buckets"] or options["max_relative_positions"]
+    return 2 * span
+
+
 @keras.saving.register_keras_serializable(package="keras_tfm")
 class DisentangledSelfAttention(MultiHeadSelfAttention):
     """DeBERTa's self-attention: content and relative positions apart.
@@ -166,7 +173,7 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
     @property
     def table_length(self):
         """Rows of the relative-position table the layer takes."""
-        return 2 * (self.position_buckets or self.max_relative_positions)
+        return table_length(self.get_config())
 
     def build(self, x_shape, relative_embeddings_shape=None):
         super().build(x_shape)
@@ -273,7 +280,7 @@ class RelativePositionEmbedding(keras.layers.Layer):
 
     Args:
         length: Rows of the table, `2 * span` of the attention layers (see
-            `DisentangledSelfAttention.table_length`).
+            `table_length`).
         norm: None, or norm options (`keras_tfm.layers.normalization`) of a
             normalization of the table (`norm`).
         **kwargs: Standard layer arguments.
@@ -302,6 +309,8 @@ class RelativePositionEmbedding(keras.layers.Layer):
         check_positive_int("length", length)
         self.length = length
         self.norm = None if norm is None else norm_options(norm)
+        # The table is the same for every sequence: it has no mask.
+        self.supports_masking = True
 
     def build(self, x_shape):
         check_rank("x", x_shape, 3, "(batch, seq, width)")

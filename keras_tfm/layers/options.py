@@ -3,7 +3,10 @@
 Blocks and models take three option dicts and pass them down unchanged:
 
 - `attention`: arguments of `MultiHeadSelfAttention` (`num_heads`,
-  `key_dim`, `num_kv_heads`, `use_bias`, `attention_scale`, `rotary`, ...).
+  `key_dim`, `num_kv_heads`, `use_bias`, `attention_scale`, `rotary`, ...),
+  or, with a `"type"` other than `"multi_head"`, of the layer
+  `ATTENTION_LAYERS` registers under that name (`"disentangled"`:
+  DeBERTa's `DisentangledSelfAttention`).
 - `feed_forward`: arguments of `FeedForward` (`hidden_dim`, `activation`,
   `use_bias`), or, with a `"type"` other than `"dense"`, of the layer
   `FEED_FORWARD_LAYERS` registers under that name.
@@ -23,11 +26,20 @@ taken, by `block_options` alone.
 import keras
 
 from keras_tfm.layers.attention import MultiHeadSelfAttention
+from keras_tfm.layers.disentangled_attention import DisentangledSelfAttention
 from keras_tfm.layers.feed_forward import FeedForward
 from keras_tfm.layers.mixture_of_experts import MixtureOfExperts
 from keras_tfm.layers.normalization import norm_options
 from keras_tfm.layers.validation import check_choice, check_positive_int
 
+# The self-attention layer of each `attention["type"]`; as for the
+# feed-forward, the completed options hold a `"type"` other than the default
+# only.
+ATTENTION_LAYERS = {
+    "multi_head": MultiHeadSelfAttention,
+    "disentangled": DisentangledSelfAttention,
+}
+DEFAULT_ATTENTION = "multi_head"
 # The feed-forward layer of each `feed_forward["type"]`. The completed
 # options hold `"type"` only when it is not the default, so configs written
 # before the key existed are unchanged.
@@ -109,13 +121,17 @@ def block_options(
             _set_once(options[concept], concept, key, value)
     norm = _legacy_norm(norm, arguments)
     return {
-        "attention": _complete(
-            MultiHeadSelfAttention,
+        "attention": _complete_typed(
             "attention",
+            ATTENTION_LAYERS,
+            DEFAULT_ATTENTION,
             {**defaults.get("attention", {}), **options["attention"]},
         ),
-        "feed_forward": _complete_feed_forward(
-            {**defaults.get("feed_forward", {}), **options["feed_forward"]}
+        "feed_forward": _complete_typed(
+            "feed_forward",
+            FEED_FORWARD_LAYERS,
+            DEFAULT_FEED_FORWARD,
+            {**defaults.get("feed_forward", {}), **options["feed_forward"]},
         ),
         "norm": norm_options(norm, defaults.get("norm")),
     }
@@ -124,8 +140,25 @@ def block_options(
 def feed_forward_layer(options, **arguments):
     """A new feed-forward layer for complete `feed_forward` options, of the
     class `FEED_FORWARD_LAYERS` registers for its `"type"`."""
+    return _typed_layer(
+        FEED_FORWARD_LAYERS, DEFAULT_FEED_FORWARD, options, arguments
+    )
+
+
+def attention_type(options):
+    """The `"type"` of complete `attention` options."""
+    return options.get("type", DEFAULT_ATTENTION)
+
+
+def attention_layer(options, **arguments):
+    """A new self-attention layer for complete `attention` options, of the
+    class `ATTENTION_LAYERS` registers for its `"type"`."""
+    return _typed_layer(ATTENTION_LAYERS, DEFAULT_ATTENTION, options, arguments)
+
+
+def _typed_layer(layers, default, options, arguments):
     options = dict(options)
-    layer_class = FEED_FORWARD_LAYERS[options.pop("type", DEFAULT_FEED_FORWARD)]
+    layer_class = layers[options.pop("type", default)]
     return layer_class(**options, **arguments)
 
 
@@ -140,12 +173,14 @@ def check_residual(residual, norm):
         )
 
 
-def _complete_feed_forward(options):
+def _complete_typed(name, layers, default, options):
+    """Options of the layer `layers` registers for their `"type"`,
+    completed; the type is kept only when it is not `default`."""
     options = dict(options)
-    kind = options.pop("type", DEFAULT_FEED_FORWARD)
-    check_choice("feed_forward['type']", kind, tuple(FEED_FORWARD_LAYERS))
-    options = _complete(FEED_FORWARD_LAYERS[kind], "feed_forward", options)
-    if kind == DEFAULT_FEED_FORWARD:
+    kind = options.pop("type", default)
+    check_choice(f"{name}['type']", kind, tuple(layers))
+    options = _complete(layers[kind], name, options)
+    if kind == default:
         return options
     return {"type": kind, **options}
 

@@ -8,8 +8,12 @@ from keras_tfm.layers import (
     FirstTokenPooling,
     PositionalEmbedding,
 )
+from keras_tfm.layers.disentangled_attention import (
+    RelativePositionEmbedding,
+    table_length,
+)
 from keras_tfm.layers.normalization import norm_options, normalization
-from keras_tfm.layers.options import block_options
+from keras_tfm.layers.options import attention_type, block_options
 from keras_tfm.layers.validation import check_choice, check_positive_int
 from keras_tfm.models.base import (
     FunctionalModel,
@@ -44,7 +48,11 @@ class TextEncoder(FunctionalModel):
         ff_dim: Feed-forward hidden width (default 256); shorthand for
             `feed_forward["hidden_dim"]`.
         dropout: Dropout rate on the embeddings and in the blocks.
-        attention: Dict of `MultiHeadSelfAttention` options for every block.
+        attention: Dict of `MultiHeadSelfAttention` options for every block;
+            with `"type": "disentangled"` (DeBERTa), of
+            `DisentangledSelfAttention`, and the encoder then holds the
+            relative-position table its blocks share
+            (`relative_embeddings`).
         feed_forward: Dict of `FeedForward` options (`activation`, default
             `"relu"`).
         norm: Norm options (`"type"`, `"epsilon"`, `"placement"`: `"post"`
@@ -69,6 +77,9 @@ class TextEncoder(FunctionalModel):
         layer_overrides: None, or a list with one entry per block: None, or
             a dict of `attention`, `feed_forward` and `norm` options merged
             over the model's for that block (as `CausalLM`'s).
+        relative_embedding_norm: Whether the relative-position table of a
+            disentangled attention is normalised (with the model's norm
+            options) before the blocks read it, as in DeBERTa-v3.
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...). The flat
             arguments of keras_tfm 0.1 (`norm_first=`, `activation=`,
@@ -91,6 +102,8 @@ class TextEncoder(FunctionalModel):
             `embed_dim` (`embedding_projection`), or None.
         blocks: The `EncoderBlock`s (`encoder_block_0`, ...).
         final_norm: The LayerNormalization after the last block, or None.
+        relative_embeddings: The `RelativePositionEmbedding` every
+            disentangled attention reads, or None.
 
     Example:
 
@@ -127,6 +140,7 @@ class TextEncoder(FunctionalModel):
         embedding_dim=None,
         causal=False,
         layer_overrides=None,
+        relative_embedding_norm=False,
         name="encoder",
         **kwargs,
     ):
@@ -178,6 +192,9 @@ class TextEncoder(FunctionalModel):
         self.final_norm = stack_norm(
             "encoder", options["norm"]["placement"] != "post", options["norm"]
         )
+        self.relative_embeddings = _relative_embeddings(
+            options, causal, relative_embedding_norm
+        )
 
         tokens = keras.Input((None,), dtype="int32", name="tokens")
         if num_segments is None:
@@ -193,7 +210,10 @@ class TextEncoder(FunctionalModel):
         x = self.embedding_dropout(x)
         if self.embedding_projection is not None:
             x = self.embedding_projection(x)
-        x = run_stack(x, self.blocks, self.final_norm)
+        tables = {}
+        if self.relative_embeddings is not None:
+            tables = {"relative_embeddings": self.relative_embeddings(x)}
+        x = run_stack(x, self.blocks, self.final_norm, **tables)
         super().__init__(inputs, x, name=name, **kwargs)
 
         self.vocab_size = vocab_size
@@ -211,6 +231,7 @@ class TextEncoder(FunctionalModel):
         self.embedding_dim = embedding_dim
         self.causal = causal
         self.layer_overrides = layer_overrides
+        self.relative_embedding_norm = relative_embedding_norm
 
     def get_config(self):
         return {
@@ -233,7 +254,32 @@ class TextEncoder(FunctionalModel):
             "embedding_dim": self.embedding_dim,
             "causal": self.causal,
             "layer_overrides": self.layer_overrides,
+            "relative_embedding_norm": self.relative_embedding_norm,
         }
+
+
+def _relative_embeddings(options, causal, norm):
+    """The relative-position table of a disentangled attention, or None
+    (and then no `relative_embedding_norm`)."""
+    if attention_type(options["attention"]) != "disentangled":
+        if norm:
+            raise ValueError(
+                "`relative_embedding_norm=True` needs the disentangled "
+                "attention's table: attention={'type': 'disentangled'}. "
+                "Received: attention['type']="
+                f"{attention_type(options['attention'])!r}"
+            )
+        return None
+    if causal:
+        raise ValueError(
+            "A disentangled attention (DeBERTa's) is an encoder's: it takes "
+            "causal=False. Received: causal=True"
+        )
+    return RelativePositionEmbedding(
+        table_length(options["attention"]),
+        norm=options["norm"] if norm else None,
+        name="relative_embeddings",
+    )
 
 
 def _check_encoder(encoder):
