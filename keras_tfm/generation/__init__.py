@@ -43,11 +43,14 @@ from keras_tfm.generation.loop import (
 )
 from keras_tfm.generation.prompts import (
     can_use_cache,
+    check_beam_options,
     check_sampling,
     check_torch_step,
+    forced_ids,
     pad_after_end,
     prepare_prompts,
     special_ids,
+    with_decoder_start,
 )
 from keras_tfm.layers.validation import check_positive_int
 
@@ -70,6 +73,10 @@ def generate(
     torch_step="auto",
     tokenizer=None,
     stop_strings=None,
+    length_penalty=1.0,
+    early_stopping=False,
+    forced_bos_token_id="auto",
+    forced_eos_token_id="auto",
 ):
     """Generates tokens (or text) after each prompt.
 
@@ -83,8 +90,10 @@ def generate(
     Args:
         model: A `models.CausalLM` (prompts are token ids), a
             `models.Seq2SeqTransformer` (prompts are a dict with
-            `"encoder_tokens"`, the source, and `"decoder_tokens"`, the
-            start of the target, usually its start token), or any model
+            `"encoder_tokens"`, the source, or `"encoder_features"` for a
+            speech encoder, and `"decoder_tokens"`, the start of the
+            target, by default the model's `decoder_start_token_id`), or
+            any model
             with the decoding contract of this module. Another Keras model
             mapping tokens `(batch, seq)` to logits `(batch, seq, vocab)` is
             decoded without a cache.
@@ -94,7 +103,9 @@ def generate(
             `{"role": ..., "content": ...}` messages, rendered with the
             tokenizer's chat template), or a list of either.
         max_new_tokens: Number of tokens to generate after each prompt.
-        sampler: `"greedy"`, `"top_k"`, `"top_p"` or `"beam"`.
+        sampler: `"greedy"`, `"top_k"`, `"top_p"` or `"beam"` (as
+            `transformers.generate` runs it with `num_beams`: finished
+            hypotheses ranked by their length-penalised score).
         temperature: Divides the logits before sampling; higher is more
             random.
         k: Number of most likely tokens `"top_k"` samples from.
@@ -127,6 +138,18 @@ def generate(
             then also takes the tokenizer's end ids.
         stop_strings: A string or a list of strings (with a `tokenizer`):
             each text ends before the first one it holds.
+        length_penalty: `"beam"`: a finished hypothesis scores its summed
+            log-probabilities divided by its generated length to this
+            power (transformers' default 1.0).
+        early_stopping: `"beam"`: `False`, `True` or `"never"`, as in
+            transformers (see `generation.beam.BeamSearch`).
+        forced_bos_token_id: An id every target generated from one start
+            token gets as its first token (mBART's or NLLB's target
+            language), None, or `"auto"`: the model's
+            `forced_bos_token_id` (an imported checkpoint's), else none.
+        forced_eos_token_id: An id forced as each row's last new token
+            (BART's end id), None, or `"auto"`: the model's
+            `forced_eos_token_id`, else none.
 
     Returns:
         A NumPy int array `(batch, max_new_tokens)`: the tokens generated
@@ -154,11 +177,16 @@ def generate(
             tokenizer, stop_strings, end_token_id, sampler=sampler,
             temperature=temperature, k=k, p=p, num_beams=num_beams,
             pad_token_id=pad_token_id, seed=seed, use_cache=use_cache,
-            torch_step=torch_step,
+            torch_step=torch_step, length_penalty=length_penalty,
+            early_stopping=early_stopping,
+            forced_bos_token_id=forced_bos_token_id,
+            forced_eos_token_id=forced_eos_token_id,
         )  # fmt: skip
     check_positive_int("max_new_tokens", max_new_tokens)
     check_sampling(sampler, temperature, k, p, num_beams)
+    check_beam_options(length_penalty, early_stopping)
     torch_step = check_torch_step(torch_step)
+    prompt_tokens = with_decoder_start(model, prompt_tokens)
     pad_token_id, end_token_ids = special_ids(
         model, prompt_tokens, pad_token_id, end_token_id
     )
@@ -175,6 +203,11 @@ def generate(
         "p": p,
         "num_beams": num_beams,
         "end_token_ids": end_token_ids,
+        "length_penalty": length_penalty,
+        "early_stopping": early_stopping,
+        "forced_ids": forced_ids(
+            model, forced_bos_token_id, forced_eos_token_id
+        ),
     }
     # Beam search keeps exact per-prompt results only when the batch's
     # prompts start generating at the same position, so it runs one group
@@ -219,6 +252,8 @@ def stream(
     torch_step="auto",
     tokenizer=None,
     stop_strings=None,
+    forced_bos_token_id="auto",
+    forced_eos_token_id="auto",
 ):
     """Yields generated tokens (or text) as they are produced.
 
@@ -249,6 +284,8 @@ def stream(
         tokenizer: As for `generate`: the prompts are text and the stream
             yields text.
         stop_strings: As for `generate`; the stream stops there.
+        forced_bos_token_id: As for `generate`.
+        forced_eos_token_id: As for `generate`.
 
     Returns:
         A generator of NumPy int arrays `(batch,)`: the first new token of
@@ -278,8 +315,11 @@ def stream(
             tokenizer, stop_strings, end_token_id, sampler=sampler,
             temperature=temperature, k=k, p=p, pad_token_id=pad_token_id,
             seed=seed, torch_step=torch_step,
+            forced_bos_token_id=forced_bos_token_id,
+            forced_eos_token_id=forced_eos_token_id,
         )  # fmt: skip
     check_positive_int("max_new_tokens", max_new_tokens)
+    prompt_tokens = with_decoder_start(model, prompt_tokens)
     if sampler == "beam":
         raise ValueError(
             "`stream` cannot use `sampler='beam'`: beam search knows its "
@@ -307,6 +347,7 @@ def stream(
     return stream_steps(
         model, step, sampler, rows, lengths, encoder_inputs,
         max_new_tokens, end_token_ids, pad_token_id,
+        forced_ids(model, forced_bos_token_id, forced_eos_token_id),
     )  # fmt: skip
 
 

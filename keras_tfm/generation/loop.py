@@ -18,9 +18,31 @@ from keras_tfm.layers.attention import MultiHeadSelfAttention
 _LOOPS_ATTRIBUTE = "__keras_tfm_generation_loops"
 
 
+def forced_logits(logits, index, last_index, forced_ids):
+    """`logits` `(batch, vocab)` of position `index`, with every id but the
+    forced one at minus infinity where transformers forces one: the
+    `forced_bos_token_id` at position 1, the `forced_eos_token_id` at each
+    row's `last_index`. `forced_ids`: `(bos, eos)`, each an id or None."""
+    forced_bos, forced_eos = forced_ids
+    if forced_bos is None and forced_eos is None:
+        return logits
+    logits = ops.cast(logits, "float32")
+    ids = ops.arange(ops.shape(logits)[-1])[None, :]
+
+    def only(token_id):
+        return ops.where(ids == token_id, 0.0, -float("inf"))
+
+    if forced_bos is not None:
+        logits = ops.where(index == 1, only(forced_bos), logits)
+    if forced_eos is not None:
+        at_end = ops.reshape(index == last_index, (-1, 1))
+        logits = ops.where(at_end, only(forced_eos), logits)
+    return logits
+
+
 def stream_steps(
     model, step, sampler, rows, lengths, encoder_inputs, max_new_tokens,
-    end_token_ids, pad_token_id,
+    end_token_ids, pad_token_id, forced_ids=(None, None),
 ):  # fmt: skip
     """The generator behind `stream`.
 
@@ -42,7 +64,10 @@ def stream_steps(
     for index in range(start, total):
         token = ops.convert_to_tensor(tokens[:, index - 1 : index])
         logits, cache = step(token, cache, index - 1)
-        probabilities = sampler.compute_probabilities(logits[:, 0])
+        logits = forced_logits(
+            logits[:, 0], index, lengths + max_new_tokens - 1, forced_ids
+        )
+        probabilities = sampler.compute_probabilities(logits)
         sampled = ops.convert_to_numpy(sampler.get_next_token(probabilities))
         generating = index >= lengths
         tokens[generating, index] = sampled[generating]
@@ -80,7 +105,9 @@ class GenerationLoop(keras.Model):
     constants.
     """
 
-    def __init__(self, model, use_cache, sampler, end_token_ids, step):
+    def __init__(
+        self, model, use_cache, sampler, end_token_ids, step, forced_ids
+    ):
         super().__init__(name="generation_loop")
         self.wrapped_model = model
         self.use_cache = use_cache
@@ -90,6 +117,7 @@ class GenerationLoop(keras.Model):
         # Tracked, so that the random state advances between calls.
         self.seed_generator = getattr(sampler, "seed_generator", None)
         self.end_token_ids = end_token_ids
+        self.forced_ids = forced_ids
         self.built = True
 
     def reseed(self, seed):
@@ -111,11 +139,24 @@ class GenerationLoop(keras.Model):
         prompt_mask = positions < prompt_lengths[:, None]
         start = ops.min(prompt_lengths)
         if self.use_cache:
-            next_logits, cache, start = self._cached_step(
+            step, cache, start = self._cached_step(
                 tokens, encoder_inputs, start
             )
         else:
-            next_logits, cache = self._uncached_step(encoder_inputs)
+            step, cache = self._uncached_step(encoder_inputs)
+        # Each row's last new token; beam search runs prompts of one
+        # length, so its rows (`num_beams` per prompt) share it.
+        from keras_tfm.generation.beam import BeamSearch  # needs keras-hub
+
+        last_index = ops.shape(tokens)[1] - 1
+        if not isinstance(self.sampler, BeamSearch):
+            last_index = last_index - ops.max(prompt_lengths) + prompt_lengths
+
+        def next_logits(tokens, cache, index):
+            logits, hidden_states, cache = step(tokens, cache, index)
+            logits = forced_logits(logits, index, last_index, self.forced_ids)
+            return logits, hidden_states, cache
+
         return self.sampler(
             next_logits,
             tokens,
@@ -186,7 +227,10 @@ class GenerationLoop(keras.Model):
         return next_logits, encoder_inputs
 
 
-def make_sampler(sampler, temperature, k, p, num_beams):
+def make_sampler(
+    sampler, temperature, k, p, num_beams, length_penalty=1.0,
+    early_stopping=False,
+):  # fmt: skip
     samplers = require("keras_hub.samplers", "nlp", "keras_tfm.generation")
     if sampler == "greedy":
         return samplers.GreedySampler()
@@ -194,7 +238,11 @@ def make_sampler(sampler, temperature, k, p, num_beams):
         return samplers.TopKSampler(k=k, temperature=temperature)
     if sampler == "top_p":
         return samplers.TopPSampler(p=p, temperature=temperature)
-    return samplers.BeamSampler(num_beams=num_beams, temperature=temperature)
+    from keras_tfm.generation.beam import BeamSearch  # needs keras-hub
+
+    return BeamSearch(
+        num_beams, length_penalty, early_stopping, temperature=temperature
+    )
 
 
 def generation_loop(model, sampler, **options):
@@ -215,9 +263,12 @@ def generation_loop(model, sampler, **options):
                 options["k"],
                 options["p"],
                 options["num_beams"],
+                options["length_penalty"],
+                options["early_stopping"],
             ),
             options["end_token_ids"],
             step_function(model, options["torch_step"], loops),
+            options["forced_ids"],
         )
         # XLA on TensorFlow and JAX; torch.compile would recompile as the
         # loop's index changes, and eager PyTorch runs the step as is.

@@ -28,6 +28,42 @@ def prepare_prompts(model, prompt_tokens, max_new_tokens, pad_token_id):
     return rows, lengths, encoder_inputs
 
 
+def with_decoder_start(model, prompt_tokens):
+    """A prompt dict without `"decoder_tokens"` starts each target from
+    the model's `decoder_start_token_id`, where it has one."""
+    start = getattr(model, "decoder_start_token_id", None)
+    if (
+        not isinstance(prompt_tokens, dict)
+        or "decoder_tokens" in prompt_tokens
+        or start is None
+        or not prompt_tokens
+    ):
+        return prompt_tokens
+    batch_size = len(next(iter(prompt_tokens.values())))
+    return {**prompt_tokens, "decoder_tokens": [[start]] * batch_size}
+
+
+def forced_ids(model, forced_bos_token_id, forced_eos_token_id):
+    """`(bos, eos)`: the ids forced first and last, `"auto"` taking the
+    model's `forced_bos_token_id` and `forced_eos_token_id`."""
+    ids = []
+    for name, value in (
+        ("forced_bos_token_id", forced_bos_token_id),
+        ("forced_eos_token_id", forced_eos_token_id),
+    ):
+        if value == "auto":
+            value = getattr(model, name, None)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer)
+        ):
+            raise ValueError(
+                f"`{name}` must be a token id, None or 'auto'. Received: "
+                f"{name}={value!r}"
+            )
+        ids.append(None if value is None else int(value))
+    return tuple(ids)
+
+
 def check_sampling(sampler, temperature, k, p, num_beams):
     check_choice("sampler", sampler, SAMPLERS)
     check_positive_int("k", k)
@@ -38,6 +74,23 @@ def check_sampling(sampler, temperature, k, p, num_beams):
         raise ValueError(
             f"`temperature` must be positive. Received: temperature="
             f"{temperature}"
+        )
+
+
+def check_beam_options(length_penalty, early_stopping):
+    """Refuses a length penalty that is not a number, or an
+    `early_stopping` other than True, False or "never"."""
+    if isinstance(length_penalty, bool) or not isinstance(
+        length_penalty, int | float
+    ):
+        raise ValueError(
+            "`length_penalty` must be a number. Received: "
+            f"length_penalty={length_penalty!r}"
+        )
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(
+            "`early_stopping` must be True, False or 'never'. Received: "
+            f"early_stopping={early_stopping!r}"
         )
 
 
