@@ -1,12 +1,13 @@
 """ModernBERT (`modernbert`): a `TextEncoder` (`ModernBertModel`), and the
-`MaskedLM` (`ModernBertForMaskedLM`) and `TextClassifier`
-(`ModernBertForSequenceClassification`) on it.
+`MaskedLM` (`ModernBertForMaskedLM`), `TextClassifier`
+(`ModernBertForSequenceClassification`) and `TokenClassifier`
+(`ModernBertForTokenClassification`) on it.
 
 The encoder has no position table: its attention rotates queries and keys
 (`position=None`, `attention.rotary`). Its blocks are pre-norm with layer
 norms without biases (`norm.use_bias`, config.json's `norm_bias`), fused
-query-key-value (`Wqkv`) and gated GELU (`Wi`: the activated half, then
-the linear one) projections, and no other biases. Every
+query-key-value (`Wqkv`) and gated GELU (`Wi`: the activated half, then the
+linear one) projections, and no other biases. Every
 `global_attn_every_n_layers`-th block attends globally (rope base
 `global_rope_theta`); the others are local (their own rope base,
 `local_rope_theta`), seeing the `local_attention // 2` positions on each
@@ -14,9 +15,10 @@ side (`attention.sliding_window` of `local_attention // 2 + 1` in a
 non-causal layer): per-layer `layer_overrides`, which also leave the first
 block without a norm before its attention (`norm.skip`), where the
 embedding's norm precedes it. The heads are a dense layer, an activation
-and a norm (`classifier_bias`, `classifier_activation`); the masked-LM head
-then projects with the tied embedding and a bias of its own
-(`MaskedLM(output_bias=True)`, `decoder_bias`).
+and a norm (`classifier_bias`, `classifier_activation`: the classifiers'
+`pooler` and `transform`); the masked-LM head then projects with the tied
+embedding and a bias of its own (`MaskedLM(output_bias=True)`,
+`decoder_bias`).
 
 The one dropout rate of keras_tfm is config.json's `embedding_dropout`.
 """
@@ -29,6 +31,7 @@ from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 from keras_tfm.interop.huggingface.llama import FULL, SLIDING
 from keras_tfm.layers.feed_forward import GATED_ACTIVATIONS
 from keras_tfm.layers.normalization import norm_options
+from keras_tfm.models.token_classifier import TokenClassifier
 
 # transformers' activations of the gated feed-forward and keras_tfm's
 # (writing picks the first); exact GELU's only where `FeedForward` has it.
@@ -223,8 +226,8 @@ ENCODER_FIELDS = tuple(
 
 
 def head_fields(path):
-    """The fields of a head's dense transform (`TextClassifier`'s
-    `pooler`) at `path`."""
+    """The fields of a head's dense transform at `path` (`TextClassifier`'s
+    `pooler`, `TokenClassifier`'s `transform`)."""
     return (
         Field("classifier_activation", f"{path}.activation", "gelu",
               HEAD_ACTIVATIONS),
@@ -235,18 +238,18 @@ def head_fields(path):
     )  # fmt: skip
 
 
-def _classifier_dropout(config):
-    return config.get("classifier_dropout", 0.0)
-
-
 CLASSIFIER_FIELDS = (
     *ENCODER_FIELDS,
-    *head_fields("pooler"),
     Field("num_labels", "num_classes", load=fields.num_labels),
     Field("classifier_dropout", "dropout", 0.0),
+)
+SEQUENCE_CLASSIFIER_FIELDS = (
+    *CLASSIFIER_FIELDS,
+    *head_fields("pooler"),
     Field("classifier_pooling", "pooling", "cls", {"cls": "cls",
                                                    "mean": "mean"}),
 )  # fmt: skip
+TOKEN_CLASSIFIER_FIELDS = (*CLASSIFIER_FIELDS, *head_fields("transform"))
 MASKED_LM_FIELDS = (
     *ENCODER_FIELDS,
     Field("classifier_activation", "activation", "gelu", HEAD_ACTIVATIONS),
@@ -289,12 +292,17 @@ def _encoder_layout(path):
     )  # fmt: skip
 
 
-CLASSIFIER_LAYOUT = (
-    *_encoder_layout("encoder."),
-    ("head.dense", "pooler_dense", core.LINEAR),
-    ("head.norm", "pooler_norm", _layer_norm),
-    ("classifier", "head", core.LINEAR),
-)
+def _classifier_layout(transform):
+    """A classifier's rows, its dense transform at `transform_dense` and
+    `transform_norm` of the model."""
+    return (
+        *_encoder_layout("encoder."),
+        ("head.dense", f"{transform}_dense", core.LINEAR),
+        ("head.norm", f"{transform}_norm", _layer_norm),
+        ("classifier", "head", core.LINEAR),
+    )
+
+
 MASKED_LM_LAYOUT = (
     *_encoder_layout("encoder."),
     ("head.dense", "head_dense", core.LINEAR),
@@ -322,13 +330,19 @@ def _dense_transform(options):
     return {**models.text.DENSE_TRANSFORM, **options, "norm": norm}
 
 
-def _classifier_options(model):
-    options = model.get_config()
-    return {
-        **options,
-        "encoder": _encoder_options(model.encoder),
-        "pooler": _dense_transform(options["pooler"]),
-    }
+def _classifier_options(transform):
+    """The options of a classifier whose dense transform is the option
+    `transform`."""
+
+    def options_of(model):
+        options = model.get_config()
+        return {
+            **options,
+            "encoder": _encoder_options(model.encoder),
+            transform: _dense_transform(options[transform]),
+        }
+
+    return options_of
 
 
 def _masked_lm_options(model):
@@ -359,8 +373,15 @@ FAMILIES = (
     ),
     core.Family(
         "modernbert", "ModernBertForSequenceClassification",
-        models.TextClassifier, CLASSIFIER_FIELDS, CLASSIFIER_LAYOUT,
-        prefix="model.", options=_classifier_options,
+        models.TextClassifier, SEQUENCE_CLASSIFIER_FIELDS,
+        _classifier_layout("pooler"), prefix="model.",
+        options=_classifier_options("pooler"),
         build=_head_builder(models.TextClassifier),
+    ),
+    core.Family(
+        "modernbert", "ModernBertForTokenClassification", TokenClassifier,
+        TOKEN_CLASSIFIER_FIELDS, _classifier_layout("transform"),
+        prefix="model.", options=_classifier_options("transform"),
+        build=_head_builder(TokenClassifier),
     ),
 )  # fmt: skip
