@@ -73,9 +73,9 @@ def case_classifier():
     )
 
 
-def case_masked_lm():
+def case_masked_lm(legacy=True):
     return (
-        transformers.DebertaV2ForMaskedLM(deberta_config()),
+        transformers.DebertaV2ForMaskedLM(deberta_config(legacy=legacy)),
         {"tokens": TOKENS, "mask_positions": MASK_POSITIONS},
         torch_inputs(),
     )
@@ -93,6 +93,7 @@ CASES = {
     "deberta": case_deberta,
     "deberta_classifier": case_classifier,
     "deberta_masked_lm": case_masked_lm,
+    "deberta_masked_lm_tied": lambda: case_masked_lm(legacy=False),
     "deberta_token_classifier": case_token_classifier,
 }
 
@@ -103,7 +104,8 @@ def real_positions(case, outputs, inputs):
     outputs = np.asarray(outputs)
     if case in ("deberta", "deberta_token_classifier"):
         return outputs[TOKENS != 0]
-    if case == "deberta_masked_lm" and outputs.shape[1] == TOKENS.shape[1]:
+    masked_lm = case.startswith("deberta_masked_lm")
+    if masked_lm and outputs.shape[1] == TOKENS.shape[1]:
         positions = MASK_POSITIONS[..., None]
         return np.take_along_axis(outputs, positions, axis=1)
     return outputs
@@ -151,8 +153,10 @@ def test_trained_classifier_writes_back_for_transformers(checkpoints, tmp_path):
     )
 
 
+# The encoder's rows are in every head's.
 @pytest.mark.parametrize(
-    "case", ["deberta", "deberta_masked_lm", "deberta_token_classifier"]
+    "case",
+    ["deberta_masked_lm", "deberta_masked_lm_tied", "deberta_token_classifier"],
 )
 def test_changed_weights_write_back_for_transformers(
     case, checkpoints, tmp_path
@@ -173,7 +177,7 @@ UNSUPPORTED = [
     ("deberta", {"norm_rel_ebd": "layer_norm|other"}, "norm_rel_ebd"),
     ("deberta_classifier", {"pooler_hidden_act": "gelu_new"},
      "pooler_hidden_act='gelu_new'"),
-    ("deberta_masked_lm", {"legacy": False}, "legacy=False"),
+    ("deberta_masked_lm", {"legacy": "yes"}, "legacy='yes'"),
 ]  # fmt: skip
 
 

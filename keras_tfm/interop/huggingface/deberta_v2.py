@@ -10,13 +10,15 @@ table that every block reads (`rel_embeddings`, with its LayerNorm when
 `norm_rel_ebd` is `"layer_norm"`), in log buckets (`position_buckets`).
 Absolute positions (`position_biased_input`) and token types
 (`type_vocab_size`) are optional. The classifier's pooler is a dense layer
-with `pooler_hidden_act` on the first token. The masked LM is the legacy
-head (`legacy=True`, the default), BERT's, loaded and written untied.
+with `pooler_hidden_act` on the first token. The masked LM's legacy head
+(`legacy=True`, the default) is BERT's, loaded and written untied; the
+other (`legacy=False`) projects with the token embedding and adds a bias
+(`output_bias=True`).
 
 Refused, naming the field: no relative attention, `share_att_key=False`
 (separate position projections), `conv_kernel_size > 0` (DeBERTa-v2
 xlarge's convolution), `embedding_size != hidden_size` (a projection
-before the embedding norm), and the masked LM's `legacy=False` head.
+before the embedding norm).
 """
 
 import dataclasses
@@ -167,16 +169,18 @@ MASKED_LM_FIELDS = (
     *ENCODER_FIELDS,
     Field("hidden_act", "activation", "gelu", fields.ACTIVATIONS),
     Field("layer_norm_eps", "layer_norm_epsilon", 1e-7),
-    Constant("legacy", True),
-    *fields.fixed(
-        {
-            "tie_embeddings": False,
-            "head_bias": True,
-            "head_norm_bias": True,
-            "output_bias": None,
-        }
+    # The legacy head is BERT's, loaded untied; the other projects with the
+    # token embedding and adds a bias.
+    Field("legacy", "tie_embeddings", True, {True: False, False: True}),
+    Field(
+        "legacy",
+        "output_bias",
+        True,
+        {True: None, False: True},
+        load=lambda config: None if config.get("legacy", True) else True,
     ),
     Constant("tie_word_embeddings", False, checked=False),
+    *fields.fixed({"head_bias": True, "head_norm_bias": True}),
 )
 TOKEN_CLASSIFIER_FIELDS = (
     *ENCODER_FIELDS,
@@ -252,11 +256,19 @@ def _token_classifier_layout(model):
 
 
 def _masked_lm_layout(model):
+    if not model.tie_embeddings:  # the legacy head
+        return (
+            *_encoder_layout(model.encoder, "encoder."),
+            ("cls.predictions.transform.dense", "head_dense", core.LINEAR),
+            ("cls.predictions.transform.LayerNorm", "head_norm", core.NORM),
+            ("cls.predictions.decoder", "output_projection", _tied_decoder),
+        )
+    head = "lm_predictions.lm_head"
     return (
         *_encoder_layout(model.encoder, "encoder."),
-        ("cls.predictions.transform.dense", "head_dense", core.LINEAR),
-        ("cls.predictions.transform.LayerNorm", "head_norm", core.NORM),
-        ("cls.predictions.decoder", "output_projection", _tied_decoder),
+        (f"{head}.dense", "head_dense", core.LINEAR),
+        (f"{head}.LayerNorm", "head_norm", core.NORM),
+        (f"{head}.bias", "output_bias_layer", core.variable("bias")),
     )
 
 
