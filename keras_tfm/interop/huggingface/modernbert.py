@@ -213,6 +213,7 @@ ENCODER_FIELDS = tuple(
             "position_offset": 0,
             "embedding_dim": None,
             "causal": False,
+            "relative_embedding_norm": False,
             "norm.type": "layer",
             "norm.placement": "pre",
             "attention.key_dim": None,
