@@ -213,20 +213,35 @@ def fixed(values, prefix=""):
     return tuple(Fixed(prefix + path, value) for path, value in values.items())
 
 
-# The attention variants of later models, off in the families that predate
-# them.
-NO_ATTENTION_VARIANTS = {
+# The value that turns each of today's variants off: what the families
+# that predate a variant fix it to (`off`).
+VARIANTS_OFF = {
     "attention.query_key_norm": None,
     "attention.logit_soft_cap": None,
     "attention.sliding_window": None,
-}
-# The model-level variants of a `CausalLM` (Gemma's, Phi's), likewise.
-NO_CAUSAL_LM_VARIANTS = {
     "embedding_scale": None,
     "logit_soft_cap": None,
     "layer_overrides": None,
     "residual": "sequential",
 }
+# Those of the attention (every model class), and of a `CausalLM`.
+NO_ATTENTION_VARIANTS = {
+    path: value
+    for path, value in VARIANTS_OFF.items()
+    if path.startswith("attention.")
+}
+NO_CAUSAL_LM_VARIANTS = {
+    path: value
+    for path, value in VARIANTS_OFF.items()
+    if path not in NO_ATTENTION_VARIANTS
+}
+
+
+def off(*paths):
+    """`Fixed` options turning the variants at `paths` off."""
+    return fixed({path: VARIANTS_OFF[path] for path in paths})
+
+
 # The attention and feed-forward of "Attention Is All You Need" (and of
 # GPT-2, BERT, ViT): biases, no rotary positions, `width // heads` per head.
 PLAIN_BLOCKS = {

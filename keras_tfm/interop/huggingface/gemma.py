@@ -171,19 +171,18 @@ COMMON = (
 GEMMA_FIELDS = (
     *COMMON,
     llama.ROPE,
-    llama.NO_QUERY_KEY_NORM,
-    llama.NO_WINDOW,
+    *llama.NO_QUERY_KEY_NORM,
+    *llama.NO_WINDOW,
     Field("hidden_act", "feed_forward.activation", "gelu_pytorch_tanh",
           GEMMA_GEGLU),
     Fixed("norm.placement", "pre"),
     Fixed("attention.attention_scale", None),
-    Fixed("attention.logit_soft_cap", None),
-    Fixed("logit_soft_cap", None),
-    Fixed("layer_overrides", None),
+    *fields.off("attention.logit_soft_cap", "logit_soft_cap",
+                "layer_overrides"),
 )  # fmt: skip
 LATER = (
     *COMMON,
-    llama.NO_WINDOW,
+    *llama.NO_WINDOW,
     Field("hidden_activation", "feed_forward.activation",
           "gelu_pytorch_tanh", GEGLU),
     Field("query_pre_attn_scalar", "attention.attention_scale",
@@ -193,7 +192,7 @@ LATER = (
 GEMMA2_FIELDS = (
     *LATER,
     llama.ROPE,
-    llama.NO_QUERY_KEY_NORM,
+    *llama.NO_QUERY_KEY_NORM,
     Field("attn_logit_softcapping", "attention.logit_soft_cap", None),
     Field("final_logit_softcapping", "logit_soft_cap", None),
     Field("layer_types", "layer_overrides", load=_gemma2_overrides,

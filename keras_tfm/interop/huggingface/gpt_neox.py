@@ -53,7 +53,7 @@ FIELDS = (
     Fixed("output_bias", False, unless="tie_embeddings"),
     Fixed("padding_id", None),
     *phi.UNUSED,
-    phi.NO_WINDOW,
+    *fields.off("attention.sliding_window"),
 )  # fmt: skip
 
 BLOCK = (

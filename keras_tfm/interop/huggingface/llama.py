@@ -356,7 +356,7 @@ SHAPES = (
     Fixed("norm.type", "rms"),
     Fixed("output_bias", False, unless="tie_embeddings"),
     Fixed("padding_id", None),
-    Fixed("residual", "sequential"),
+    *fields.off("residual"),
 )  # fmt: skip
 # The fields all six share.
 COMMON = (
@@ -366,9 +366,8 @@ COMMON = (
           {"silu": "swiglu"}),
     Fixed("norm.offset", 0.0),
     Fixed("attention.attention_scale", None),
-    Fixed("attention.logit_soft_cap", None),
-    Fixed("embedding_scale", None),
-    Fixed("logit_soft_cap", None),
+    *fields.off("attention.logit_soft_cap", "embedding_scale",
+                "logit_soft_cap"),
 )  # fmt: skip
 ROPE = Field("rope_parameters", "attention.rotary", load=rotary,
              save=rope_parameters)  # fmt: skip
@@ -376,8 +375,8 @@ PRE_NORM = (
     Fixed("norm.placement", "pre"),
     Fixed("feed_forward.use_bias", False),
 )
-NO_QUERY_KEY_NORM = Fixed("attention.query_key_norm", None)
-NO_WINDOW = Fixed("attention.sliding_window", None)
+NO_QUERY_KEY_NORM = fields.off("attention.query_key_norm")
+NO_WINDOW = fields.off("attention.sliding_window")
 
 
 def tied(default):
@@ -385,32 +384,32 @@ def tied(default):
 
 
 LLAMA_FIELDS = (
-    *COMMON, ROPE, tied(False), NO_QUERY_KEY_NORM, NO_WINDOW, ALL_BIASES,
+    *COMMON, ROPE, tied(False), *NO_QUERY_KEY_NORM, *NO_WINDOW, ALL_BIASES,
     Fixed("norm.placement", "pre"),
     Field("mlp_bias", "feed_forward.use_bias", False),
-    Fixed("layer_overrides", None),
+    *fields.off("layer_overrides"),
     Constant("pretraining_tp", 1),
 )  # fmt: skip
 MISTRAL_FIELDS = (
-    *COMMON, ROPE, tied(False), NO_QUERY_KEY_NORM, *PRE_NORM,
+    *COMMON, ROPE, tied(False), *NO_QUERY_KEY_NORM, *PRE_NORM,
     Field("sliding_window", "attention.sliding_window", None),
     Fixed("attention.use_bias", False),
-    Fixed("layer_overrides", None),
+    *fields.off("layer_overrides"),
 )  # fmt: skip
 QWEN2_FIELDS = (
-    *COMMON, ROPE, tied(False), NO_QUERY_KEY_NORM, NO_WINDOW, *PRE_NORM,
+    *COMMON, ROPE, tied(False), *NO_QUERY_KEY_NORM, *NO_WINDOW, *PRE_NORM,
     *sliding_fields(_qwen_overrides),
     Field("max_window_layers", None, save=_first_sliding),
     Fixed("attention.use_bias", ["query", "key", "value"]),
 )  # fmt: skip
 QWEN3_FIELDS = (
-    *COMMON, ROPE, tied(False), NO_WINDOW, *PRE_NORM, ALL_BIASES,
+    *COMMON, ROPE, tied(False), *NO_WINDOW, *PRE_NORM, ALL_BIASES,
     query_key_norm("head"),
     *sliding_fields(_qwen_overrides),
     Field("max_window_layers", None, save=_first_sliding),
 )  # fmt: skip
 SMOLLM3_FIELDS = (
-    *COMMON, tied(True), NO_QUERY_KEY_NORM, NO_WINDOW, ALL_BIASES,
+    *COMMON, tied(True), *NO_QUERY_KEY_NORM, *NO_WINDOW, ALL_BIASES,
     Fixed("norm.placement", "pre"),
     Field("mlp_bias", "feed_forward.use_bias", False),
     ROPE,
@@ -419,11 +418,11 @@ SMOLLM3_FIELDS = (
     Field("no_rope_layers", None, save=_no_rope_layers),
 )  # fmt: skip
 OLMO2_FIELDS = (
-    *COMMON, ROPE, tied(False), NO_WINDOW, ALL_BIASES,
+    *COMMON, ROPE, tied(False), *NO_WINDOW, ALL_BIASES,
     query_key_norm("projection"),
     Fixed("norm.placement", "output"),
     Fixed("feed_forward.use_bias", False),
-    Fixed("layer_overrides", None),
+    *fields.off("layer_overrides"),
 )  # fmt: skip
 
 SELF_ATTENTION = core.attention_rows(

@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from keras_tfm.interop.huggingface import core, llama
+from keras_tfm.interop.huggingface import core, fields, llama
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 
 MOE = "mixture_of_experts"
@@ -145,7 +145,7 @@ MOE_COMMON = (
           save=lambda options: _coefficient(options) or 0.001),
     Field("output_router_logits", None,
           save=lambda options: _coefficient(options) > 0),
-    Fixed("layer_overrides", None),
+    *fields.off("layer_overrides"),
 )  # fmt: skip
 # Qwen's sparse layers: all of them, which is what keras_tfm holds.
 QWEN_MOE = (
@@ -158,7 +158,7 @@ QWEN_MOE = (
     Constant("mlp_only_layers", []),
 )  # fmt: skip
 MIXTRAL_FIELDS = (
-    *MOE_COMMON, llama.NO_QUERY_KEY_NORM,
+    *MOE_COMMON, *llama.NO_QUERY_KEY_NORM,
     Field("intermediate_size", "feed_forward.hidden_dim"),
     experts_field("num_local_experts", 8),
     Fixed("feed_forward.normalize_top_k", True),
@@ -168,7 +168,7 @@ MIXTRAL_FIELDS = (
     Fixed("attention.use_bias", False),
 )  # fmt: skip
 QWEN2_MOE_FIELDS = (
-    *MOE_COMMON, *QWEN_MOE, llama.NO_QUERY_KEY_NORM, llama.NO_WINDOW,
+    *MOE_COMMON, *QWEN_MOE, *llama.NO_QUERY_KEY_NORM, *llama.NO_WINDOW,
     experts_field("num_experts", 60),
     Field("shared_expert_intermediate_size",
           "feed_forward.shared_expert_dim"),

@@ -58,12 +58,12 @@ FIELDS = (
     Fixed("norm.type", "layer"),
     Fixed("norm.epsilon", 1e-5),  # OPT's LayerNorm default
     Fixed("norm.placement", "pre"),
-    Fixed("residual", "sequential"),
+    *fields.off("residual"),
     *fields.fixed(PLAIN_ATTENTION),
     Fixed("output_bias", False, unless="tie_embeddings"),
     Fixed("padding_id", None),
     *phi.UNUSED,
-    phi.NO_WINDOW,
+    *fields.off("attention.sliding_window"),
 )  # fmt: skip
 
 BLOCK = (

@@ -96,11 +96,10 @@ def _original_positions(options):
 
 
 # Options of today's decoders that Phi, Phi-3, GPT-NeoX and OPT do not use.
-UNUSED = fields.fixed({
-    "embedding_scale": None, "logit_soft_cap": None, "layer_overrides": None,
-    "attention.logit_soft_cap": None, "attention.query_key_norm": None,
-})  # fmt: skip
-NO_WINDOW = Fixed("attention.sliding_window", None)
+UNUSED = fields.off(
+    "embedding_scale", "logit_soft_cap", "layer_overrides",
+    "attention.logit_soft_cap", "attention.query_key_norm",
+)  # fmt: skip
 
 # The fields Phi-2 and Phi-3 share.
 COMMON = (
@@ -133,7 +132,7 @@ PHI_FIELDS = (
     # The head has a bias, which a tied head (the embedding) has not.
     Field("tie_word_embeddings", "tie_embeddings", False, {False: False}),
     Constant("qk_layernorm", False),
-    NO_WINDOW,
+    *llama.NO_WINDOW,
     Fixed("norm.type", "layer"),
     Fixed("residual", "parallel_shared_norm"),
     Fixed("attention.use_bias", True),
@@ -153,7 +152,7 @@ PHI3_FIELDS = (
     Field("tie_word_embeddings", "tie_embeddings", False),
     Fixed("norm.type", "rms"),
     Fixed("norm.offset", 0.0),
-    Fixed("residual", "sequential"),
+    *fields.off("residual"),
     Fixed("attention.use_bias", False),
     Fixed("feed_forward.use_bias", False),
     Fixed("output_bias", False, unless="tie_embeddings"),
