@@ -10,36 +10,36 @@ from keras_tfm.layers.validation import (
     check_rank,
 )
 
-# The cubic convolution coefficient of PyTorch's bicubic interpolation.
+# The cubic convolution coefficients of PyTorch's bicubic interpolation,
+# without and with antialiasing.
 CUBIC_COEFFICIENT = -0.75
+ANTIALIAS_CUBIC_COEFFICIENT = -0.5
 
 
-def _cubic_weights(t):
-    """The four weights of the taps at offsets -1, 0, 1, 2 from the sample
-    below a point at fraction `t` of the way to the next (Keys, 1981)."""
-    a = CUBIC_COEFFICIENT
-
-    def near(x):  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x):  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return far(t + 1), near(t), near(1 - t), far(2 - t)
+def _cubic(x, a):
+    """Keys's (1981) cubic convolution kernel at distances `x`."""
+    x = np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
 
 
-def bicubic_resize_matrix(source, target):
+def bicubic_resize_matrix(source, target, antialias=False):
     """The `(target, source)` matrix that resizes one axis as PyTorch's
     `interpolate(mode="bicubic", align_corners=False)` does.
 
     Bicubic interpolation is linear and separable: resizing a grid is this
-    matrix applied along each axis. Samples are taken at pixel centres and
-    the taps past an edge repeat the edge, as in PyTorch, whose kernel
-    (`a = -0.75`) differs from `keras.ops.image.resize`'s.
+    matrix applied along each axis. Samples are taken at pixel centres.
+    Without antialiasing, the four taps around each sample are weighted by
+    the kernel `a = -0.75` (not `keras.ops.image.resize`'s) and those past
+    an edge repeat the edge; with it (`antialias=True`), the kernel is
+    `a = -0.5`, widened by the shrinking factor when shrinking, its taps
+    past an edge dropped and the rest renormalised.
 
     Args:
         source: Length of the axis before resizing.
         target: Length after.
+        antialias: Whether to resize as PyTorch's `antialias=True`.
 
     Returns:
         A float64 NumPy array `(target, source)`.
@@ -54,13 +54,27 @@ def bicubic_resize_matrix(source, target):
     """
     check_positive_int("source", source)
     check_positive_int("target", target)
-    position = (np.arange(target) + 0.5) * source / target - 0.5
+    scale = source / target
+    centres = (np.arange(target) + 0.5) * scale
+    rows = np.arange(target)[:, None]
+    if antialias:
+        stretch = max(scale, 1.0)
+        taps = np.arange(source)[None, :]
+        # PyTorch's window: the taps whose centres are within the support.
+        low = np.maximum((centres - 2 * stretch + 0.5).astype(int), 0)
+        high = np.minimum((centres + 2 * stretch + 0.5).astype(int), source)
+        inside = (taps >= low[:, None]) & (taps < high[:, None])
+        distance = (taps + 0.5 - centres[:, None]) / stretch
+        weights = _cubic(distance, ANTIALIAS_CUBIC_COEFFICIENT) * inside
+        total = weights.sum(axis=1, keepdims=True)
+        return weights / np.where(total == 0, 1.0, total)
+    position = centres - 0.5
     below = np.floor(position)
     matrix = np.zeros((target, source))
-    rows = np.arange(target)
-    for offset, weight in enumerate(_cubic_weights(position - below), -1):
+    for offset in range(-1, 3):
         taps = np.clip(below + offset, 0, source - 1).astype(int)
-        np.add.at(matrix, (rows, taps), weight)
+        weight = _cubic(position - below - offset, CUBIC_COEFFICIENT)
+        np.add.at(matrix, (rows[:, 0], taps), weight)
     return matrix
 
 
@@ -93,6 +107,8 @@ class PatchEmbedding(keras.layers.Layer):
         position_grid: Side of the square grid of patches the position
             table covers, resized to the image's grid where they differ;
             None for a table of the image's own grid.
+        position_antialias: Whether that resizing antialiases, as
+            PyTorch's `antialias=True` (DINOv2 with registers).
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -131,6 +147,7 @@ class PatchEmbedding(keras.layers.Layer):
         distillation_token=False,
         num_registers=0,
         position_grid=None,
+        position_antialias=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -146,6 +163,7 @@ class PatchEmbedding(keras.layers.Layer):
         self.distillation_token_enabled = distillation_token
         self.num_registers = num_registers
         self.position_grid = position_grid
+        self.position_antialias = position_antialias
         # Tokens before the patches that have a position embedding.
         self.num_leading = int(class_token) + int(distillation_token)
 
@@ -236,7 +254,10 @@ class PatchEmbedding(keras.layers.Layer):
             (side, side, self.embed_dim),
         )
         rows, columns = (
-            ops.convert_to_tensor(bicubic_resize_matrix(side, n), "float32")
+            ops.convert_to_tensor(
+                bicubic_resize_matrix(side, n, self.position_antialias),
+                "float32",
+            )
             for n in grid
         )
         patches = ops.einsum("ia,jb,abd->ijd", rows, columns, patches)
@@ -254,4 +275,5 @@ class PatchEmbedding(keras.layers.Layer):
             "distillation_token": self.distillation_token_enabled,
             "num_registers": self.num_registers,
             "position_grid": self.position_grid,
+            "position_antialias": self.position_antialias,
         }

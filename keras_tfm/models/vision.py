@@ -72,7 +72,12 @@ def _patch_embedding_config(layer):
     config = layer.get_config()
     return {
         key: config[key]
-        for key in ("distillation_token", "num_registers", "position_grid")
+        for key in (
+            "distillation_token",
+            "num_registers",
+            "position_grid",
+            "position_antialias",
+        )
     }
 
 
@@ -116,6 +121,8 @@ class ViTEncoder(FunctionalModel):
             table covers, if not the image's: the table is then resized
             bicubically to the image's grid (DINOv2), so that one set of
             weights serves any `image_size`.
+        position_antialias: Whether that resizing antialiases, as
+            PyTorch's `antialias=True` (DINOv2 with registers).
         name: Model name.
         **kwargs: Standard model arguments (`trainable`, ...).
 
@@ -172,6 +179,7 @@ class ViTEncoder(FunctionalModel):
         num_registers=0,
         distillation_token=False,
         position_grid=None,
+        position_antialias=False,
         name="vit_encoder",
         **kwargs,
     ):
@@ -192,6 +200,7 @@ class ViTEncoder(FunctionalModel):
             "distillation_token": distillation_token,
             "num_registers": num_registers,
             "position_grid": position_grid,
+            "position_antialias": position_antialias,
         }
         images, states = _encode(
             self, image_size, channels, num_layers, options, dropout,
@@ -260,6 +269,8 @@ class ViTClassifier(FunctionalModel):
             (DINOv2 with registers).
         position_grid: Side of the square grid of patches the position
             table covers, if not the image's (see `ViTEncoder`).
+        position_antialias: Whether resizing it antialiases (see
+            `ViTEncoder`).
         pooling: What the head classifies: `"cls"`, the class token's
             state, or `"cls_and_mean"`, that state concatenated with the
             mean of the patches' states (DINOv2).
@@ -319,6 +330,7 @@ class ViTClassifier(FunctionalModel):
         distillation_token=False,
         num_registers=0,
         position_grid=None,
+        position_antialias=False,
         pooling="cls",
         distillation_head=False,
         **kwargs,
@@ -343,6 +355,7 @@ class ViTClassifier(FunctionalModel):
             "distillation_token": distillation_token,
             "num_registers": num_registers,
             "position_grid": position_grid,
+            "position_antialias": position_antialias,
         }
         images, x = _encode(
             self, image_size, channels, num_layers, options, dropout,

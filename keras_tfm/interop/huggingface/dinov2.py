@@ -23,9 +23,8 @@ DINOv2 is ViT with four differences:
   the mean of the patches' (`pooling="cls_and_mean"`).
 
 DINOv2 with registers adds `num_register_tokens` tokens after the class
-token (`num_registers`). Its `transformers` model resizes the position
-table with antialiasing, which keras_tfm does not reproduce: those models
-keep config.json's `image_size` (no `position_grid`).
+token (`num_registers`), and resizes the position table with PyTorch's
+antialiasing (`position_antialias`).
 
 The mask token (`embeddings.mask_token`), used only by masked-image
 pretraining, is not loaded: written back, `transformers` initialises it
@@ -129,21 +128,17 @@ def _table_size(options):
     return grid * options["patch_size"]
 
 
-def _fields(model_type, base, registers, resizes):
+def _fields(model_type, base, registers):
     """A family's fields, on `base` (`vit.classifier_fields` or
-    `vit.encoder_fields`)."""
-    image_size = Field("image_size", "image_size", save=_table_size)
-    if resizes:
-        positions = Field(
-            "image_size", "position_grid", save=_table_size,
-            load=lambda config: config["image_size"] // config["patch_size"],
-        )  # fmt: skip
-    else:
-        positions = Fixed("position_grid", None)
+    `vit.encoder_fields`); `registers`, those of its register tokens and
+    resizing."""
     return (
         *base(1e-6, without=("image_size", "intermediate_size", "hidden_act")),
-        image_size,
-        positions,
+        Field("image_size", "image_size", save=_table_size),
+        Field(
+            "image_size", "position_grid", save=_table_size,
+            load=lambda config: config["image_size"] // config["patch_size"],
+        ),
         Field("mlp_ratio", "ff_dim", load=_hidden_dim, save=_mlp_ratio),
         Field(
             "mlp_ratio", "feed_forward.hidden_dim",
@@ -159,7 +154,7 @@ def _fields(model_type, base, registers, resizes):
                 options["feed_forward"]["activation"] == "swiglu"
             ),
         ),
-        registers,
+        *registers,
         Fixed("distillation_token", False),
         *_UNCHECKED,
     )  # fmt: skip
@@ -200,19 +195,19 @@ def _layout(prefix, head=()):
     return layout
 
 
-def _families(model_type, name, registers, resizes):
+def _families(model_type, name, registers):
     """The base and classifier families of `model_type`, whose
     architectures start with `name`."""
     prefix = f"{model_type}."
     return (
         core.Family(
             model_type, f"{name}Model", ViTEncoder,
-            _fields(model_type, vit.encoder_fields, registers, resizes),
+            _fields(model_type, vit.encoder_fields, registers),
             _layout(prefix), prefix=prefix,
         ),
         core.Family(
             model_type, f"{name}ForImageClassification", models.ViTClassifier,
-            _fields(model_type, vit.classifier_fields, registers, resizes)
+            _fields(model_type, vit.classifier_fields, registers)
             + (Fixed("pooling", "cls_and_mean"),
                Fixed("distillation_head", False)),
             _layout(prefix, [("classifier", "head", core.LINEAR)]),
@@ -222,11 +217,17 @@ def _families(model_type, name, registers, resizes):
 
 
 FAMILIES = (
-    *_families("dinov2", "Dinov2", Fixed("num_registers", 0), resizes=True),
+    *_families(
+        "dinov2",
+        "Dinov2",
+        fields.fixed({"num_registers": 0, "position_antialias": False}),
+    ),
     *_families(
         "dinov2_with_registers",
         "Dinov2WithRegisters",
-        Field("num_register_tokens", "num_registers", 4),
-        resizes=False,
+        (
+            Field("num_register_tokens", "num_registers", 4),
+            Fixed("position_antialias", True),
+        ),
     ),
 )

@@ -20,6 +20,7 @@ PLAIN_PATCHES = {
     "distillation_token": False,
     "num_registers": 0,
     "position_grid": None,
+    "position_antialias": False,
 }
 PLAIN_CLASSIFIER = {
     **PLAIN_PATCHES,
