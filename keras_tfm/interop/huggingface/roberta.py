@@ -1,4 +1,232 @@
-"""Placeholder for the `roberta` family (issue #29): its writer replaces this
-module with the family's declaration."""
+"""RoBERTa (`roberta`) and XLM-RoBERTa (`xlm-roberta`): a `TextEncoder`
+(`RobertaModel`), and the `TextClassifier`
+(`RobertaForSequenceClassification`), `TokenClassifier`
+(`RobertaForTokenClassification`) and `MaskedLM` (`RobertaForMaskedLM`)
+on it; XLM-RoBERTa's `XLMRoberta*` architectures alike.
 
-FAMILIES = ()
+RoBERTa is BERT's encoder (`bert.BLOCK`) under the prefix `roberta.`,
+with its padding id (1) and learned positions that start at row
+`pad_token_id + 1` of the table (`position_offset`): config.json's
+`max_position_embeddings` counts those rows too, so `sequence_length` is
+two less (514 -> 512). transformers numbers positions from the padding
+(`pad_token_id + 1 + ` the count of real tokens so far): with right
+padding, as keras_tfm pads, real tokens get keras_tfm's positions; with
+left padding they do not, since keras_tfm numbers positions from the
+first column.
+
+The classification head is BERT's pooler under other names
+(`classifier.dense`, `classifier.out_proj`: `pooler=True` on the first
+token); transformers also applies dropout before its dense layer, in
+training only. The masked-LM head's activation is GELU whatever
+`hidden_act` says, and its tied projection has a bias: it loads untied,
+as BERT's does (`bert`).
+
+The encoder layout and the token classifier's fields of the BERT-like
+families (ELECTRA's too) are declared here: `encoder_layout`,
+`token_classifier_fields`.
+"""
+
+import dataclasses
+
+from keras_tfm import models
+from keras_tfm.interop.huggingface import bert, core, fields
+from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
+from keras_tfm.models.token_classifier import TokenClassifier
+
+# What the encoder options added after BERT's family are for an encoder
+# without them.
+PLAIN_ENCODER = {
+    "encoder.embedding_dim": None,
+    "encoder.causal": False,
+    "encoder.layer_overrides": None,
+    "encoder.relative_embedding_norm": False,
+}
+
+# BERT's masked-LM head, untied (see the module).
+PLAIN_MASKED_LM = {
+    "tie_embeddings": False,
+    "head_bias": True,
+    "head_norm_bias": True,
+    "output_bias": None,
+}
+
+
+def without(declared, *paths):
+    """`declared` fields but those of the options (or config.json fields,
+    for a `Constant`) at `paths`, which a family declares otherwise."""
+    return tuple(
+        field
+        for field in declared
+        if (getattr(field, "path", None) or field.name) not in paths
+    )
+
+
+def _position_offset(config):
+    return config.get("pad_token_id", 1) + 1
+
+
+def _sequence_length(config):
+    rows, offset = config["max_position_embeddings"], _position_offset(config)
+    if rows <= offset:
+        raise ValueError(
+            f"max_position_embeddings={rows} leaves no positions after the "
+            f"{offset} rows before the first (pad_token_id + 1)"
+        )
+    return rows - offset
+
+
+def _max_position_embeddings(options):
+    encoder = options["encoder"]
+    return encoder["sequence_length"] + encoder["position_offset"]
+
+
+ENCODER_FIELDS = without(
+    bert.ENCODER_FIELDS,
+    "encoder.sequence_length",
+    "encoder.padding_id",
+    "encoder.position_offset",
+) + (
+    Field(
+        "max_position_embeddings", "encoder.sequence_length",
+        load=_sequence_length, save=_max_position_embeddings,
+    ),
+    Field("pad_token_id", "encoder.padding_id", 1),
+    # Written as pad_token_id too: a model whose offset is not its padding
+    # id plus one is refused.
+    Field(
+        "pad_token_id", "encoder.position_offset", load=_position_offset,
+        save=lambda options: options["encoder"]["position_offset"] - 1,
+    ),
+    *fields.fixed(PLAIN_ENCODER),
+)  # fmt: skip
+
+
+def token_classifier_fields(encoder_fields, dropout=None):
+    """A `TokenClassifier`'s fields on an encoder's; `dropout` is the field
+    of its dropout, BERT's `classifier_dropout` (else
+    `hidden_dropout_prob`) by default."""
+    if dropout is None:
+        dropout = Field(
+            "classifier_dropout", "dropout", load=bert._classifier_dropout
+        )
+    return (
+        *encoder_fields,
+        Field("num_labels", "num_classes", load=fields.num_labels),
+        dropout,
+        Fixed("transform", None),
+    )
+
+
+def head_fields(head_fields, encoder_fields):
+    """`head_fields` of BERT's on another family's encoder fields."""
+    own = [field for field in head_fields if field not in bert.ENCODER_FIELDS]
+    return (*encoder_fields, *own)
+
+
+CLASSIFIER_FIELDS = head_fields(bert.CLASSIFIER_FIELDS, ENCODER_FIELDS)
+MASKED_LM_FIELDS = (
+    *ENCODER_FIELDS,
+    Fixed("activation", "gelu"),
+    Field("layer_norm_eps", "layer_norm_epsilon", 1e-12),
+    *fields.fixed(PLAIN_MASKED_LM),
+    Constant("tie_word_embeddings", False, checked=False),
+)
+
+
+def encoder_layout(prefix, path):
+    """The rows of BERT's encoder with tensor names under `prefix`
+    (`roberta`), for a `TextEncoder` at `path` of the model (`""` or
+    `"encoder."`)."""
+    embeddings = f"{prefix}.embeddings"
+    return (
+        (f"{embeddings}.word_embeddings.weight",
+         f"{path}embedding.token_embedding", core.variable("embeddings")),
+        (f"{embeddings}.position_embeddings.weight", f"{path}embedding",
+         core.variable("position_embeddings")),
+        (f"{embeddings}.token_type_embeddings.weight", f"{path}embedding",
+         core.variable("segment_embeddings")),
+        (f"{embeddings}.LayerNorm", f"{path}embedding_norm", core.NORM),
+        core.Stack(f"{prefix}.encoder.layer.{{}}", f"{path}blocks", bert.BLOCK),
+    )  # fmt: skip
+
+
+def _tied_decoder(name, layer):
+    """The masked-LM projection. A tied checkpoint holds its matrix as the
+    token embedding and its bias as `lm_head.bias`, which an untied one
+    holds too: transformers' head has both."""
+    weight, bias = core.LINEAR(name, layer)
+    return [
+        dataclasses.replace(
+            weight, alias="roberta.embeddings.word_embeddings.weight"
+        ),
+        dataclasses.replace(bias, alias="lm_head.bias"),
+        dataclasses.replace(bias, name="lm_head.bias", alias=bias.name),
+    ]
+
+
+ENCODER_LAYOUT = encoder_layout("roberta", "encoder.")
+CLASSIFIER_LAYOUT = (
+    *ENCODER_LAYOUT,
+    ("classifier.dense", "pooler_dense", core.LINEAR),
+    ("classifier.out_proj", "head", core.LINEAR),
+)
+TOKEN_CLASSIFIER_LAYOUT = (
+    *ENCODER_LAYOUT,
+    ("classifier", "head", core.LINEAR),
+)
+MASKED_LM_LAYOUT = (
+    *ENCODER_LAYOUT,
+    ("lm_head.dense", "head_dense", core.LINEAR),
+    ("lm_head.layer_norm", "head_norm", core.NORM),
+    ("lm_head.decoder", "output_projection", _tied_decoder),
+)
+
+
+def encoder_family(model_type, architecture, encoder_fields, layout, prefix):
+    """The family of a bare encoder (`RobertaModel`): a `TextEncoder`."""
+    return core.Family(
+        model_type, architecture, models.TextEncoder, encoder_fields, layout,
+        prefix=prefix, options=lambda model: {"encoder": model.get_config()},
+        build=lambda options, **records: models.TextEncoder(
+            **options["encoder"], **records
+        ),
+    )  # fmt: skip
+
+
+def head_family(model_type, architecture, model_class, head_fields, layout,
+                prefix):  # fmt: skip
+    """The family of a task model on an encoder (`TextClassifier`, ...)."""
+    return core.Family(
+        model_type, architecture, model_class, head_fields, layout,
+        prefix=prefix, options=bert._head_options,
+        build=bert._head_builder(model_class),
+    )  # fmt: skip
+
+
+def _families(model_type, name):
+    return (
+        encoder_family(
+            model_type, f"{name}Model", ENCODER_FIELDS,
+            encoder_layout("roberta", ""), "roberta.",
+        ),
+        head_family(
+            model_type, f"{name}ForSequenceClassification",
+            models.TextClassifier, CLASSIFIER_FIELDS, CLASSIFIER_LAYOUT,
+            "roberta.",
+        ),
+        head_family(
+            model_type, f"{name}ForTokenClassification", TokenClassifier,
+            token_classifier_fields(ENCODER_FIELDS), TOKEN_CLASSIFIER_LAYOUT,
+            "roberta.",
+        ),
+        head_family(
+            model_type, f"{name}ForMaskedLM", models.MaskedLM,
+            MASKED_LM_FIELDS, MASKED_LM_LAYOUT, "roberta.",
+        ),
+    )  # fmt: skip
+
+
+FAMILIES = (
+    *_families("roberta", "Roberta"),
+    *_families("xlm-roberta", "XLMRoberta"),
+)
