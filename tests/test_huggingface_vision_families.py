@@ -1,5 +1,5 @@
-"""DINOv2 and DeiT checkpoints against `transformers` itself, and the
-options of the image tower they use (`ViTEncoder`, `PatchEmbedding`).
+"""DINOv2, DeiT and ViT's base model against `transformers` itself, and
+the options of the image tower they use (`ViTEncoder`, `PatchEmbedding`).
 
 Random checkpoints made offline from small configs with odd sizes; images
 are channels-last here, channels-first for `transformers`.
@@ -69,6 +69,9 @@ CASES = {
     "deit_teacher": image_case(
         transformers.DeiTForImageClassificationWithTeacher,
         transformers.DeiTConfig, intermediate_size=72, num_labels=5,
+    ),
+    "vit_model": image_case(
+        transformers.ViTModel, transformers.ViTConfig, intermediate_size=72,
     ),
     "deit_model": image_case(
         transformers.DeiTModel, transformers.DeiTConfig, intermediate_size=72,

@@ -16,7 +16,7 @@ not use) is not loaded: written back, `transformers` initialises it.
 
 from keras_tfm import models
 from keras_tfm.interop.huggingface import core, fields, vit
-from keras_tfm.interop.huggingface.fields import Constant, Field
+from keras_tfm.interop.huggingface.fields import Field
 from keras_tfm.models.vision import ViTEncoder
 
 CLASSIFIER = "DeiTForImageClassification"
@@ -42,11 +42,7 @@ CLASSIFIER_FIELDS = (
         load=_with_teacher, save=_architectures,
     ),
 )  # fmt: skip
-ENCODER_FIELDS = (
-    *vit.encoder_fields(),
-    *PATCHES,
-    Constant("pooler_act", "tanh", checked=False),
-)
+ENCODER_FIELDS = vit.encoder_fields() + PATCHES
 
 
 def _layout(head):
@@ -54,9 +50,7 @@ def _layout(head):
 
     def layout(model):
         return (
-            *vit.embedding_rows("deit.embeddings"),
-            core.Stack("deit.encoder.layer.{}", "blocks", vit.BLOCK),
-            ("deit.layernorm", "final_norm", core.NORM),
+            *vit.encoder_rows("deit"),
             *head(model),
         )
 

@@ -1,4 +1,6 @@
-"""ViT (`vit`): `ViTForImageClassification` as a `ViTClassifier`.
+"""ViT (`vit`): `ViTForImageClassification` as a `ViTClassifier`,
+`ViTModel` as a `ViTEncoder` (without its pooler, which its last hidden
+state does not use: written back, `transformers` initialises it).
 
 Its layout differs in the patch embedding: PyTorch keeps convolution
 kernels `(out, in, height, width)` and a leading batch axis on the class
@@ -13,6 +15,7 @@ declared here: `classifier_fields` and `encoder_fields` (for a
 from keras_tfm import models
 from keras_tfm.interop.huggingface import core, fields
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
+from keras_tfm.models.vision import ViTEncoder
 
 # The options a plain ViT leaves at their defaults, at a `ViTClassifier`'s
 # paths.
@@ -159,16 +162,28 @@ BLOCK = (
     ("layernorm_after", "feed_forward_norm", core.NORM),
     *core.feed_forward_rows("{}.dense", "intermediate output"),
 )
-LAYOUT = (
-    *embedding_rows("vit.embeddings"),
-    core.Stack("vit.encoder.layer.{}", "blocks", BLOCK),
-    ("vit.layernorm", "final_norm", core.NORM),
-    ("classifier", "head", core.LINEAR),
-)
+
+
+def encoder_rows(prefix):
+    """The rows of ViT's encoder, whose names start with `prefix`
+    (`"vit"`, `"deit"`)."""
+    return (
+        *embedding_rows(f"{prefix}.embeddings"),
+        core.Stack(f"{prefix}.encoder.layer.{{}}", "blocks", BLOCK),
+        (f"{prefix}.layernorm", "final_norm", core.NORM),
+    )
+
+
+LAYOUT = (*encoder_rows("vit"), ("classifier", "head", core.LINEAR))
 
 FAMILIES = (
     core.Family(
         "vit", "ViTForImageClassification", models.ViTClassifier, FIELDS,
         LAYOUT, prefix="vit.",
+    ),
+    core.Family(
+        "vit", "ViTModel", ViTEncoder,
+        encoder_fields() + fields.fixed(PLAIN_PATCHES), encoder_rows("vit"),
+        prefix="vit.",
     ),
 )  # fmt: skip
