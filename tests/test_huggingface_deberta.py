@@ -117,25 +117,23 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_loaded_model_equals_transformers(case, checkpoints):
+def test_loaded_model_equals_transformers(case, checkpoints, tmp_path):
     directory, reference, inputs, torch_inputs = checkpoints[case]
     model = interop.from_huggingface(directory)
     expected = torch_outputs(reference, torch_inputs).numpy()
+    outputs = to_numpy(model(inputs))
     assert_close(
-        real_positions(case, to_numpy(model(inputs)), inputs),
+        real_positions(case, outputs, inputs),
         real_positions(case, expected, inputs),
     )
     assert model.huggingface_model_type == "deberta-v2"
     assert_every_option_declared(model)
-
-
-def test_loaded_encoder_saves_and_reloads(checkpoints, tmp_path):
-    model = interop.from_huggingface(checkpoints["deberta"][0])
-    model.save(tmp_path / "deberta.keras")
-    reloaded = keras.models.load_model(tmp_path / "deberta.keras")
-    np.testing.assert_allclose(
-        to_numpy(reloaded(TOKENS)), to_numpy(model(TOKENS)), atol=1e-6
-    )
+    if case == "deberta":  # the shared table and its norm save too
+        model.save(tmp_path / "deberta.keras")
+        reloaded = keras.models.load_model(tmp_path / "deberta.keras")
+        np.testing.assert_allclose(
+            to_numpy(reloaded(inputs)), outputs, atol=1e-6
+        )
 
 
 def test_trained_classifier_writes_back_for_transformers(checkpoints, tmp_path):
