@@ -24,10 +24,14 @@ The decoding contract: a Keras model gets cached generation by having
 Calling the model itself (`model(tokens)`, or `model(prompt dict)`) must
 give the same logits for the whole sequence: that is the uncached path.
 
-The sampling loop is keras-hub's (`keras_hub.samplers`), and the whole
-loop, prefill included, is compiled once per input shape through Keras's
-own `predict_on_batch` (XLA on TensorFlow and JAX; eager on PyTorch, where
-nothing recompiles).
+The sampling loop is keras-hub's (`keras_hub.samplers`), but for beam
+search, which follows `transformers.generate` (`generation.beam`), and the
+whole loop, prefill included, is compiled once per input shape through
+Keras's own `predict_on_batch` (XLA on TensorFlow and JAX; eager on
+PyTorch, where nothing recompiles). A model's `decoder_start_token_id`,
+`forced_bos_token_id` and `forced_eos_token_id` (an imported translation
+checkpoint's) start its targets and force their first and last tokens, as
+transformers does.
 """
 
 import keras
