@@ -120,8 +120,12 @@ def test_refused_values():
         DisentangledSelfAttention(2, position_terms=["p2p"])
     with pytest.raises(ValueError, match="position_terms"):
         DisentangledSelfAttention(2, position_terms="c2p|p2c")
-    with pytest.raises(ValueError, match="position_buckets"):
+    with pytest.raises(ValueError, match="position_buckets=0"):
         DisentangledSelfAttention(2, position_buckets=0)
+    with pytest.raises(ValueError, match="max_relative_positions=5"):
+        DisentangledSelfAttention(
+            2, position_buckets=8, max_relative_positions=5
+        )
     layer = DisentangledSelfAttention(2, position_buckets=4)
     x = np.zeros((1, 3, 8), "float32")
     with pytest.raises(ValueError, match="relative_embeddings"):

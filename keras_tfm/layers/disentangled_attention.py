@@ -97,11 +97,11 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
         position_terms: The relative-position terms among `"c2p"` and
             `"p2c"` (DeBERTa's `pos_att_type`).
         position_buckets: None, or the number of log buckets of relative
-            distance on each side (DeBERTa-v3: 256); the table then has
-            `2 * position_buckets` rows.
-        max_relative_positions: The largest relative distance told apart:
-            the table has `2 * max_relative_positions` rows without
-            buckets.
+            distance on each side (DeBERTa-v3: 256), at least 2; the table
+            then has `2 * position_buckets` rows.
+        max_relative_positions: The largest relative distance told apart,
+            more than `position_buckets // 2 + 1`: the table has
+            `2 * max_relative_positions` rows without buckets.
         **kwargs: `MultiHeadSelfAttention` arguments (`num_heads`,
             `key_dim`, `use_bias`, `attention_scale`, ...) and standard
             layer arguments.
@@ -163,9 +163,21 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
             )
         for term in position_terms:
             check_choice("position_terms", term, POSITION_TERMS)
+        check_positive_int("max_relative_positions", max_relative_positions)
         if position_buckets is not None:
             check_positive_int("position_buckets", position_buckets)
-        check_positive_int("max_relative_positions", max_relative_positions)
+            # The log buckets start at half of them and end at the largest
+            # distance, which must lie beyond.
+            if position_buckets < 2 or (
+                max_relative_positions <= position_buckets // 2 + 1
+            ):
+                raise ValueError(
+                    "`position_buckets` must be at least 2 and "
+                    "`max_relative_positions` more than "
+                    "`position_buckets // 2 + 1`. Received: "
+                    f"position_buckets={position_buckets}, "
+                    f"max_relative_positions={max_relative_positions}"
+                )
         self.position_terms = list(position_terms)
         self.position_buckets = position_buckets
         self.max_relative_positions = max_relative_positions
