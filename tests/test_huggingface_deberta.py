@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_tfm import interop
+from keras_tfm import interop, models
 from tests.conftest import to_numpy
 from tests.huggingface_checks import (
     Checkpoints,
@@ -175,6 +175,8 @@ UNSUPPORTED = [
     ("deberta", {"norm_rel_ebd": "layer_norm|other"}, "norm_rel_ebd"),
     ("deberta_classifier", {"pooler_hidden_act": "gelu_new"},
      "pooler_hidden_act='gelu_new'"),
+    ("deberta_classifier", {"pooler_hidden_size": 24},
+     "pooler_hidden_size=24"),
     ("deberta_masked_lm", {"legacy": "yes"}, "legacy='yes'"),
 ]  # fmt: skip
 
@@ -186,3 +188,12 @@ def test_unsupported_checkpoints_raise_a_clear_error(
     directory = copied(checkpoints, case, tmp_path, **changes)
     with pytest.raises(ValueError, match=message):
         interop.from_huggingface(directory)
+
+
+def test_plain_attention_is_not_written_as_deberta(tmp_path):
+    encoder = models.TextEncoder(
+        vocab_size=31, sequence_length=8, num_layers=1, embed_dim=8,
+        num_heads=2, ff_dim=16, embedding_norm=True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="attention\\['type'\\]='multi_head'"):
+        interop.to_huggingface(encoder, tmp_path, model_type="deberta-v2")
