@@ -21,7 +21,7 @@ DebertaV2Config = pytest.importorskip("transformers").DebertaV2Config
 WIDTH, HEADS, LENGTH = 48, 3, 12
 
 
-def _reference(terms, buckets, max_positions, seed):
+def _reference(terms, buckets, max_positions, seed, share=True):
     """transformers' attention (with an output projection) and ours, with
     the same weights."""
     torch.manual_seed(seed)
@@ -32,7 +32,7 @@ def _reference(terms, buckets, max_positions, seed):
         pos_att_type=terms,
         position_buckets=buckets or -1,
         max_relative_positions=max_positions,
-        share_att_key=True,
+        share_att_key=share,
         attention_probs_dropout_prob=0.0,
         hidden_dropout_prob=0.0,
     )
@@ -43,14 +43,30 @@ def _reference(terms, buckets, max_positions, seed):
         position_terms=terms,
         position_buckets=buckets,
         max_relative_positions=max_positions,
+        share_position_projections=share,
     )
     layer.build((None, None, WIDTH))
     head_dim = WIDTH // HEADS
-    for ours, theirs in (
+    pairs = [
         (layer.query_dense, reference.query_proj),
         (layer.key_dense, reference.key_proj),
         (layer.value_dense, reference.value_proj),
-    ):
+    ]
+    if not share:
+        pairs += [
+            (
+                layer.position_query_dense,
+                getattr(reference, "pos_query_proj", None),
+            ),
+            (
+                layer.position_key_dense,
+                getattr(reference, "pos_key_proj", None),
+            ),
+        ]
+    for ours, theirs in pairs:
+        assert (ours is None) == (theirs is None)
+        if ours is None:
+            continue
         weight = theirs.weight.detach().numpy()
         ours.kernel.assign(weight.T.reshape(WIDTH, HEADS, head_dim))
         ours.bias.assign(theirs.bias.detach().numpy().reshape(HEADS, -1))
@@ -61,13 +77,19 @@ def _reference(terms, buckets, max_positions, seed):
 
 
 @pytest.mark.parametrize(
-    "terms, buckets, max_positions",
-    [(["c2p", "p2c"], 8, 16), (["p2c"], None, 5), (["c2p"], 4, 32)],
+    "terms, buckets, max_positions, share",
+    [
+        (["c2p", "p2c"], 8, 16, True),
+        (["p2c"], None, 5, True),
+        (["c2p"], 4, 32, True),
+        (["c2p", "p2c"], 8, 16, False),
+    ],
 )
-def test_matches_transformers(terms, buckets, max_positions):
+def test_matches_transformers(terms, buckets, max_positions, share):
     config, reference, output, layer = _reference(
-        terms, buckets, max_positions, seed=len(terms) + (buckets or 0)
-    )
+        terms, buckets, max_positions, seed=len(terms) + (buckets or 0),
+        share=share,
+    )  # fmt: skip
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, LENGTH, WIDTH)).astype("float32")
     span = buckets or max_positions
@@ -138,21 +160,23 @@ def test_refused_values():
 
 class HarnessTest(TestCase):
     def test_disentangled_self_attention(self):
-        self.run_layer_test(
-            DisentangledSelfAttention,
-            init_kwargs={
-                "num_heads": 2,
-                "position_buckets": 4,
-                "max_relative_positions": 16,
-            },
-            input_shape={
-                "x_shape": (2, 5, 8),
-                "relative_embeddings_shape": (8, 8),
-            },
-            expected_output_shape=(2, 5, 8),
-            expected_num_trainable_weights=8,
-            run_training_check=False,
-        )
+        for share, weights in ((True, 8), (False, 12)):
+            self.run_layer_test(
+                DisentangledSelfAttention,
+                init_kwargs={
+                    "num_heads": 2,
+                    "position_buckets": 4,
+                    "max_relative_positions": 16,
+                    "share_position_projections": share,
+                },
+                input_shape={
+                    "x_shape": (2, 5, 8),
+                    "relative_embeddings_shape": (8, 8),
+                },
+                expected_output_shape=(2, 5, 8),
+                expected_num_trainable_weights=weights,
+                run_training_check=False,
+            )
 
     def test_relative_position_embedding(self):
         self.run_layer_test(

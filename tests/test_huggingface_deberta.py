@@ -61,10 +61,12 @@ def case_deberta():
 
 def case_classifier():
     """DeBERTa-v2's other options: absolute positions, token types, one
-    position term, no buckets (distances clipped at 4), no table norm."""
+    position term with its own projection, no buckets (distances clipped
+    at 4), no table norm."""
     config = deberta_config(
         position_biased_input=True, type_vocab_size=2, pos_att_type="c2p",
         position_buckets=-1, max_relative_positions=4, norm_rel_ebd="none",
+        share_att_key=False,
     )  # fmt: skip
     return (
         transformers.DebertaV2ForSequenceClassification(config),
@@ -168,7 +170,6 @@ def test_changed_weights_write_back_for_transformers(
 
 UNSUPPORTED = [
     ("deberta", {"relative_attention": False}, "relative_attention=False"),
-    ("deberta", {"share_att_key": False}, "share_att_key=False"),
     ("deberta", {"conv_kernel_size": 3}, "conv_kernel_size=3"),
     ("deberta", {"embedding_size": 24}, "embedding_size=24"),
     ("deberta", {"pos_att_type": ["p2p"]}, "pos_att_type"),

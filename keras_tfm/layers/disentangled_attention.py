@@ -79,8 +79,8 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
     and a position-to-content term `k_j . Q(r(i, j))` (`"p2c"`), where
     `r(i, j)` is the row of the relative distance `i - j` in a table of
     relative-position embeddings (see `relative_positions`), and `K`, `Q`
-    are this layer's own key and query projections of that table (DeBERTa's
-    `share_att_key`). Every term is scaled by
+    are the layer's key and query projections of that table (DeBERTa's
+    `share_att_key`) or projections of their own. Every term is scaled by
     `1 / sqrt(head_dim * (1 + number of position terms))` unless
     `attention_scale` is given. The table is an input of each call: one
     table (`RelativePositionEmbedding`) serves every block of an encoder.
@@ -102,6 +102,11 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
         max_relative_positions: The largest relative distance told apart,
             more than `position_buckets // 2 + 1`: the table has
             `2 * max_relative_positions` rows without buckets.
+        share_position_projections: Whether the position terms project
+            the table with the layer's query and key projections (DeBERTa's
+            `share_att_key`, the default) or with projections of their own,
+            with biases: `position_query` for `"p2c"`, `position_key` for
+            `"c2p"`.
         **kwargs: `MultiHeadSelfAttention` arguments (`num_heads`,
             `key_dim`, `use_bias`, `attention_scale`, ...) and standard
             layer arguments.
@@ -150,6 +155,7 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
         position_terms=POSITION_TERMS,
         position_buckets=256,
         max_relative_positions=512,
+        share_position_projections=True,
         **kwargs,
     ):
         super().__init__(num_heads, **kwargs)
@@ -181,6 +187,7 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
         self.position_terms = list(position_terms)
         self.position_buckets = position_buckets
         self.max_relative_positions = max_relative_positions
+        self.share_position_projections = share_position_projections
 
     @property
     def table_length(self):
@@ -189,6 +196,22 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
 
     def build(self, x_shape, relative_embeddings_shape=None):
         super().build(x_shape)
+        self.position_query_dense = self.position_key_dense = None
+        if self.share_position_projections:
+            return
+        _, heads, head_dim = self.query_dense.kernel.shape
+        for term, name in (("p2c", "position_query"), ("c2p", "position_key")):
+            projection = None
+            if term in self.position_terms:
+                projection = keras.layers.EinsumDense(
+                    "btd,dnh->btnh",
+                    output_shape=(None, heads, head_dim),
+                    bias_axes="nh",
+                    name=name,
+                    dtype=self.dtype_policy,
+                )
+                projection.build((None, None, x_shape[-1]))
+            setattr(self, f"{name}_dense", projection)
 
     def call(
         self,
@@ -245,11 +268,13 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
         )
         logits = 0.0
         if "c2p" in self.position_terms:
-            position_keys = self.key_dense(table)[0]  # (2 span, heads, dim)
+            projection = self.position_key_dense or self.key_dense
+            position_keys = projection(table)[0]  # (2 span, heads, head_dim)
             c2p = ops.einsum("bqnh,rnh->bnqr", query, position_keys)
             logits = logits + _gathered(c2p, rows)
         if "p2c" in self.position_terms:
-            position_queries = self.query_dense(table)[0]
+            projection = self.position_query_dense or self.query_dense
+            position_queries = projection(table)[0]
             p2c = ops.einsum("bknh,rnh->bnkr", key, position_queries)
             # Key `j` and query `i` read row r(i, j) of the key's terms.
             logits = logits + ops.swapaxes(
@@ -269,6 +294,7 @@ class DisentangledSelfAttention(MultiHeadSelfAttention):
             "position_terms": self.position_terms,
             "position_buckets": self.position_buckets,
             "max_relative_positions": self.max_relative_positions,
+            "share_position_projections": self.share_position_projections,
         }
 
 

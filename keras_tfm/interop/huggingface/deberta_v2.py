@@ -7,7 +7,9 @@ The blocks are BERT's post-norm blocks with DeBERTa's disentangled
 attention (`attention={"type": "disentangled", ...}`): content-to-position
 and position-to-content terms (`pos_att_type`) over one relative-position
 table that every block reads (`rel_embeddings`, with its LayerNorm when
-`norm_rel_ebd` is `"layer_norm"`), in log buckets (`position_buckets`).
+`norm_rel_ebd` is `"layer_norm"`), in log buckets (`position_buckets`),
+projected by each layer's query and key projections (`share_att_key`) or
+by projections of their own.
 Absolute positions (`position_biased_input`) and token types
 (`type_vocab_size`) are optional. The classifier's pooler is a dense layer
 with `pooler_hidden_act` on the first token. The masked LM's legacy head
@@ -15,9 +17,8 @@ with `pooler_hidden_act` on the first token. The masked LM's legacy head
 other (`legacy=False`) projects with the token embedding and adds a bias
 (`output_bias=True`).
 
-Refused, naming the field: no relative attention, `share_att_key=False`
-(separate position projections), `conv_kernel_size > 0` (DeBERTa-v2
-xlarge's convolution), `embedding_size != hidden_size` (a projection
+Refused, naming the field: no relative attention, `conv_kernel_size > 0`
+(DeBERTa-v2 xlarge's convolution), `embedding_size != hidden_size` (a projection
 before the embedding norm).
 """
 
@@ -58,7 +59,7 @@ def _position_buckets(config):
     return value if value > 0 else None
 
 
-# What transformers needs for a disentangled attention; it reads each as
+# What transformers needs for a disentangled attention; it reads it as
 # False when absent.
 _DISENTANGLED = {True: "disentangled"}
 
@@ -104,8 +105,7 @@ ENCODER_FIELDS = tuple(
             save=_disentangled,
         ),
         Field(
-            "share_att_key", "attention.type", False, _DISENTANGLED,
-            save=_disentangled,
+            "share_att_key", "attention.share_position_projections", False
         ),
         Field(
             "pos_att_type", "attention.position_terms", load=_position_terms
@@ -193,6 +193,17 @@ BLOCK = (
     *core.attention_rows(
         "attention.{}",
         "self.query_proj self.key_proj self.value_proj output.dense",
+    ),
+    # The position terms' own projections (`share_att_key=False`).
+    (
+        "attention.self.pos_query_proj",
+        "self_attention.position_query_dense",
+        core.LINEAR,
+    ),
+    (
+        "attention.self.pos_key_proj",
+        "self_attention.position_key_dense",
+        core.LINEAR,
     ),
     ("attention.output.LayerNorm", "self_attention_norm", core.NORM),
     *core.feed_forward_rows("{}.dense", "intermediate output"),
