@@ -141,6 +141,7 @@ HEADER = (
 
 
 def checkpoint_config(name, quick):
+    """The config.json the checkpoint `name` is made with."""
     config = dict(CONFIGS[name])
     if quick:
         config.update(QUICK)
@@ -225,6 +226,7 @@ def time_generation(generate, config, args):
 
 
 def run_transformers(args, compiled):
+    """transformers' row: eager, or its static cache and `torch.compile`."""
     import torch
     import transformers
 
@@ -266,6 +268,7 @@ def run_transformers(args, compiled):
 
 
 def run_keras_tfm(args, int8):
+    """keras_tfm's row on this process's backend, quantized if `int8`."""
     from keras_tfm import generation, interop
 
     start = time.perf_counter()
@@ -385,6 +388,10 @@ def print_table(name, directory, rows, args):
     print(f"\n{NAMES[name]} ({size}, random {args.checkpoint_dtype} weights "
           f"in {directory}); prompt {args.prompt_length}, "
           f"{args.new_tokens} new tokens, greedy")  # fmt: skip
+    print("peak MB: after loading; RSS MB: resident then; first call: batch "
+          "1, compilation included; x/hf: against transformers at the same "
+          "dtype; agree: batch-1 tokens equal to transformers' (int8 rows: "
+          "to keras_tfm's unquantized)\n")  # fmt: skip
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "---|" * len(HEADER))
     failures, targets = [], []
