@@ -2,12 +2,17 @@
 embedding layer its encoder starts with: random checkpoints made offline
 from small configs with odd sizes."""
 
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
 from keras.src.testing import TestCase
 
-from keras_tfm import generation, interop, models
+from keras_tfm import generation, interop
+from keras_tfm.interop.huggingface import fields
+from keras_tfm.interop.huggingface import whisper as whisper_family
 from keras_tfm.layers.audio import AudioEmbedding
 from tests.conftest import random_inputs, to_numpy
 from tests.huggingface_checks import (
@@ -101,7 +106,7 @@ def whisper(model_class="WhisperForConditionalGeneration", **overrides):
     with torch.no_grad():
         for name, weight in reference.named_parameters():
             if weight.ndim == 2 and "embed_positions" not in name:
-                weight.mul_(4.0)
+                weight.mul_(12.0)
     features = random_inputs(2, 10, 24)
     keras_inputs = {
         "encoder_features": features.transpose(0, 2, 1),
@@ -190,26 +195,39 @@ def test_trained_model_writes_back_for_transformers(checkpoints, tmp_path):
 
 def test_greedy_generation_equals_transformers(checkpoints):
     """Batched prompts of different lengths, each from its own features,
-    against transformers' Whisper `generate` for each alone."""
+    against transformers' Whisper `generate` for each alone; and, with no
+    prompt, from `decoder_start_token_id`, as transformers starts."""
     directory, reference, inputs, torch_inputs = checkpoints["whisper"]
     model = interop.from_huggingface(directory)
+    features = inputs["encoder_features"]
     prompts = [PROMPT, [START, 98, 100]]
     ours = generation.generate(
         model,
-        {"encoder_features": inputs["encoder_features"],
-         "decoder_tokens": prompts},
+        {"encoder_features": features, "decoder_tokens": prompts},
         max_new_tokens=6,
-    )  # fmt: skip
+    )
     for row, prompt in enumerate(prompts):
-        with torch.no_grad():
-            theirs = reference.generate(
-                torch_inputs["input_features"][row : row + 1],
-                decoder_input_ids=torch.tensor([prompt]),
-                max_new_tokens=6,
-                do_sample=False,
-            )
-        theirs = theirs[0].numpy()  # Whisper returns the new tokens only
-        assert_same_tokens(ours[row], theirs, pad=END)
+        theirs = whisper_generate(
+            reference, torch_inputs["input_features"][row : row + 1],
+            decoder_input_ids=torch.tensor([prompt]),
+        )  # fmt: skip
+        assert_same_tokens(ours[row], theirs[0], pad=END)
+    ours = generation.generate(
+        model, {"encoder_features": features}, max_new_tokens=6
+    )
+    theirs = whisper_generate(reference, torch_inputs["input_features"])
+    for row in range(2):
+        assert_same_tokens(ours[row], theirs[row], pad=END)
+
+
+def whisper_generate(reference, features, **options):
+    """transformers' greedy tokens, which Whisper's `generate` returns
+    without the decoder's prompt."""
+    with torch.no_grad():
+        tokens = reference.generate(
+            features, max_new_tokens=6, do_sample=False, **options
+        )
+    return tokens.numpy()
 
 
 UNSUPPORTED = [
@@ -228,10 +246,12 @@ def test_unsupported_checkpoints_raise_a_clear_error(
         interop.from_huggingface(directory)
 
 
-def test_a_token_encoder_is_not_written_as_whisper(tmp_path):
-    model = models.Seq2SeqTransformer(
-        vocab_size=11, sequence_length=8, num_layers=1, embed_dim=8,
-        num_heads=2, ff_dim=16,
-    )  # fmt: skip
+def test_a_token_encoder_is_not_written_as_whisper(checkpoints):
+    """A `Seq2SeqTransformer` whose encoder takes token ids (its options,
+    without building one)."""
+    with open(os.path.join(checkpoints["whisper"][0], "config.json")) as file:
+        config = json.load(file)
+    options = fields.model_options(whisper_family.FIELDS, config, "whisper")
+    options["encoder_features"] = None
     with pytest.raises(ValueError, match="encoder_features=None"):
-        interop.to_huggingface(model, tmp_path, model_type="whisper")
+        fields.checkpoint_config(whisper_family.FIELDS, options, "whisper")
