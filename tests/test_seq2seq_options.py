@@ -111,18 +111,6 @@ def test_generation_starts_and_forces_the_models_ids():
     np.testing.assert_array_equal(ours[:, 1:3], free)
 
 
-def test_beam_search_with_forced_ids_and_cache_equals_without():
-    model = small(decoder_start_token_id=1, forced_bos_token_id=4)
-    options = {"sampler": "beam", "num_beams": 3, "end_token_id": 2}
-    prompts = {"encoder_tokens": SOURCE}
-    cached = generation.generate(model, prompts, 4, **options)
-    uncached = generation.generate(
-        model, prompts, 4, use_cache=False, **options
-    )
-    np.testing.assert_array_equal(cached, uncached)
-    assert (cached[:, 0] == 4).all()
-
-
 def audio_stand_in():
     """`keras_tfm.layers.audio` if it exists, else nothing to test yet."""
     return pytest.importorskip("keras_tfm.layers.audio")
