@@ -6,7 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_tfm import interop, models
+from keras_tfm import interop
+from keras_tfm.interop.huggingface import roberta as roberta_family
+from keras_tfm.interop.huggingface.fields import checkpoint_config
 from keras_tfm.models.token_classifier import TokenClassifier
 from tests.conftest import to_numpy
 from tests.huggingface_checks import (
@@ -153,9 +155,8 @@ def test_loaded_model_equals_transformers(case, checkpoints):
 
 @pytest.mark.parametrize(
     "case",
-    ["roberta", "roberta_classifier", "roberta_masked_lm",
-     "xlm_roberta_classifier", "distilbert_classifier", "distilbert_tokens",
-     "distilbert_masked_lm", "electra", "electra_classifier"],
+    ["roberta_masked_lm", "xlm_roberta_classifier", "distilbert_classifier",
+     "distilbert_masked_lm", "electra"],
 )  # fmt: skip
 def test_changed_weights_write_back_for_transformers(
     case, checkpoints, tmp_path
@@ -190,24 +191,16 @@ def test_trained_token_classifier_writes_back_for_transformers(
 
 def test_roberta_positions_are_offset_by_the_padding_id(checkpoints):
     """The table keeps its `pad_token_id + 1` rows before the first
-    position's, which `max_position_embeddings` counts."""
+    position's, which `max_position_embeddings` counts; a model whose
+    offset is not its padding id plus one is refused."""
     model = interop.from_huggingface(checkpoints["roberta"][0])
-    assert model.position_offset == 2
+    assert (model.padding_id, model.position_offset) == (1, 2)
     assert model.sequence_length == 40
-    assert model.padding_id == 1
     assert tuple(model.embedding.position_embeddings.shape) == (42, 48)
-
-
-def test_a_roberta_offset_other_than_the_padding_id_is_refused(tmp_path):
-    model = models.TextEncoder(
-        vocab_size=101, sequence_length=40, num_layers=1, embed_dim=48,
-        num_heads=3, ff_dim=72, num_segments=1, embedding_norm=True,
-        padding_id=1, position_offset=0,
-        feed_forward={"activation": "gelu"}, norm={"epsilon": 1e-12},
-    )  # fmt: skip
+    options = {"encoder": {**model.get_config(), "position_offset": 0}}
     message = "pad_token_id holds, with different values: 1 and -1"
     with pytest.raises(ValueError, match=message):
-        interop.to_huggingface(model, tmp_path, model_type="roberta")
+        checkpoint_config(roberta_family.ENCODER_FIELDS, options, "roberta")
 
 
 UNSUPPORTED = [

@@ -33,8 +33,8 @@ from keras_tfm.interop.huggingface import bert, core, fields
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 from keras_tfm.models.token_classifier import TokenClassifier
 
-# What the encoder options added after BERT's family are for an encoder
-# without them.
+# The encoder options added after BERT's family, at the values that turn
+# them off.
 PLAIN_ENCODER = {
     "encoder.embedding_dim": None,
     "encoder.causal": False,
@@ -117,9 +117,10 @@ def token_classifier_fields(encoder_fields, dropout=None):
     )
 
 
-def head_fields(head_fields, encoder_fields):
-    """`head_fields` of BERT's on another family's encoder fields."""
-    own = [field for field in head_fields if field not in bert.ENCODER_FIELDS]
+def head_fields(bert_fields, encoder_fields):
+    """The head's fields of BERT's `bert_fields` (`CLASSIFIER_FIELDS`) on
+    another family's encoder fields."""
+    own = [field for field in bert_fields if field not in bert.ENCODER_FIELDS]
     return (*encoder_fields, *own)
 
 
