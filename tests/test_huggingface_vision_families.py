@@ -176,15 +176,15 @@ def test_unsupported_checkpoints_raise_a_clear_error(
         interop.from_huggingface(directory)
 
 
-def test_writing_refuses_what_the_family_cannot_express(tmp_path):
+def test_writing_refuses_what_the_family_cannot_express(checkpoints, tmp_path):
     """A DeiT classifier has its distillation token; DINOv2's mlp_ratio
-    is an integer."""
-    plain = ViTClassifier(8, 4, 3, 1, 12, 3, 24)
+    is an integer (DeiT's feed-forward is 1.5 times as wide)."""
+    dinov2 = interop.from_huggingface(checkpoints["dinov2"][0])
     with pytest.raises(ValueError, match="distillation_token=False"):
-        interop.to_huggingface(plain, tmp_path, model_type="deit")
-    odd = ViTClassifier(8, 4, 3, 1, 12, 3, 30, pooling="cls_and_mean")
-    with pytest.raises(ValueError, match="mlp_ratio"):
-        interop.to_huggingface(odd, tmp_path, model_type="dinov2")
+        interop.to_huggingface(dinov2, tmp_path, model_type="deit")
+    deit = interop.from_huggingface(checkpoints["deit"][0])
+    with pytest.raises(ValueError, match="no integer mlp_ratio"):
+        interop.to_huggingface(deit, tmp_path, model_type="dinov2")
 
 
 # --- The image tower's options ---------------------------------------------
