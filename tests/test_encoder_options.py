@@ -169,22 +169,18 @@ def test_masked_lm_head_options_and_their_saved_model(tmp_path):
 
 
 def test_masked_lm_defaults_are_unchanged():
-    tied = models.MaskedLM(encoder())
+    shared = encoder()
+    tied = models.MaskedLM(shared)
     assert tied.output_bias_layer is None
     assert tied.head_dense.bias is not None
     assert tied.head_norm.beta is not None
-    untied = models.MaskedLM(encoder(), tie_embeddings=False)
+    untied = models.MaskedLM(shared, tie_embeddings=False)
     assert untied.output_projection.bias is not None
-    bias_less = models.MaskedLM(
-        encoder(), tie_embeddings=False, output_bias=False
-    )
+    bias_less = models.MaskedLM(shared, tie_embeddings=False, output_bias=False)
     assert bias_less.output_projection.bias is None
     assert bias_less.output_bias_layer is None
-
-
-def test_masked_lm_output_bias_takes_a_bool_or_none():
     with pytest.raises(ValueError, match="output_bias.*'yes'"):
-        models.MaskedLM(encoder(), output_bias="yes")
+        models.MaskedLM(shared, output_bias="yes")
 
 
 class BiasAddHarnessTest(TestCase):
