@@ -200,23 +200,22 @@ class DualEncoder(FunctionalModel):
     Example:
 
     ```python
-    import keras
     import numpy as np
     from keras_tfm import models
     from keras_tfm.models.dual_encoder import DualEncoder
+    from keras_tfm.models.vision import ViTEncoder
 
     text = models.TextEncoder(
         vocab_size=100, sequence_length=16, num_layers=1, embed_dim=32,
-        num_heads=2, ff_dim=64, norm={"placement": "pre"},
+        num_heads=2, ff_dim=64, norm={"placement": "pre"}, causal=True,
     )
-    images = models.ViTClassifier(
-        image_size=8, patch_size=4, num_classes=1, num_layers=1,
-        embed_dim=32, num_heads=2, ff_dim=64,
+    images = ViTEncoder(
+        image_size=8, patch_size=4, num_layers=1, embed_dim=24,
+        num_heads=2, ff_dim=48,
     )
-    image_tower = keras.Model(images.input, images.final_norm.output)
     model = DualEncoder(
-        text, image_tower, text_pooling="highest_id",
-        text_projection_dim=24, image_projection_dim=24,
+        text, images, text_pooling="highest_id", text_projection_dim=16,
+        image_projection_dim=16,
     )
     outputs = model({
         "tokens": np.array([[5, 6, 99, 0], [7, 99, 0, 0]]),
