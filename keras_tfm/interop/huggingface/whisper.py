@@ -10,19 +10,22 @@ pre-norm with a final norm per stack; attention has no key bias
 positions and its output projection is its embedding.
 
 transformers' encoder requires exactly `2 * max_source_positions` frames
-(30 s of audio); keras_tfm takes up to that many, so shorter features need
-no padding. Whisper's decoder has no padding id: `pad_token_id` is its end
-id, which a target must keep in the loss, so the decoder masks nothing
-(`decoder_mask_zero=False`) and right-padded targets need no mask (its
-attention is causal).
+(30 s of audio, padded with silence), which are what the checkpoints were
+trained on; keras_tfm takes up to that many. Whisper's decoder has no
+padding id: `pad_token_id` is its end id, which a target must keep in the
+loss, so the decoder masks nothing (`decoder_mask_zero=False`): its
+attention is causal, so right padding leaves the real positions as they
+are, and a `sample_weight` leaves padding out of a loss.
 
 `generation.generate` decodes from the prompt given, such as
-`[decoder_start_token_id, language, task, notimestamps]` ids: the logits
-processors of transformers' Whisper `generate` (its generation config's
-`suppress_tokens` and `begin_suppress_tokens`, forced ids, language
-detection, timestamps) are not applied, so it equals transformers'
-greedy `generate` with those left empty. A decoder with other sizes than
-the encoder (distil-whisper's 2 decoder layers) is refused.
+`[decoder_start_token_id, language, task, notimestamps]` ids, or from
+`decoder_start_token_id` alone for a prompt dict without
+`"decoder_tokens"`. The logits processors of transformers' Whisper
+`generate` (its generation config's `suppress_tokens` and
+`begin_suppress_tokens`, forced ids, language detection, timestamps) are
+not applied: it equals transformers' greedy `generate` where those are
+empty. A decoder with other sizes than the encoder (distil-whisper's 2
+decoder layers) is refused.
 """
 
 from keras_tfm import models
