@@ -168,9 +168,13 @@ def test_base_model_loads_with_the_tied_projection(checkpoints):
 
 def test_changed_weights_write_back_for_transformers(checkpoints, tmp_path):
     """The untied output projection (`proj_out`) and every other tensor,
-    the position tables included."""
+    the position tables included, also through a `.keras` file."""
     checkpoint = checkpoints["whisper_untied"]
     model = changed_weights(interop.from_huggingface(checkpoint[0]))
+    changed = to_numpy(model(checkpoint[2]))
+    model.save(tmp_path / "whisper.keras")
+    model = keras.models.load_model(tmp_path / "whisper.keras")
+    np.testing.assert_array_equal(to_numpy(model(checkpoint[2])), changed)
     interop.to_huggingface(model, tmp_path)
     assert_transformers_reloads(
         "whisper_untied", model, checkpoint, tmp_path, real_positions
