@@ -6,7 +6,10 @@ The same code runs on TensorFlow, JAX and PyTorch; the backend is chosen by
 
 from keras_tfm import generation, models
 from keras_tfm.layers import (
+    AttentionPooling,
+    AudioEmbedding,
     DecoderBlock,
+    DisentangledSelfAttention,
     EncoderBlock,
     FeedForward,
     FirstTokenPooling,
@@ -16,8 +19,10 @@ from keras_tfm.layers import (
     PatchEmbedding,
     PositionalEmbedding,
     RelativePositionBias,
+    RelativePositionEmbedding,
     RotaryEmbedding,
     SinusoidalEncoding,
+    TokenPooling,
 )
 
 __version__ = "0.1.0"
@@ -25,7 +30,10 @@ __version__ = "0.1.0"
 __all__ = [
     "generation",
     "models",
+    "AttentionPooling",
+    "AudioEmbedding",
     "DecoderBlock",
+    "DisentangledSelfAttention",
     "EncoderBlock",
     "FeedForward",
     "FirstTokenPooling",
@@ -35,6 +43,8 @@ __all__ = [
     "PatchEmbedding",
     "PositionalEmbedding",
     "RelativePositionBias",
+    "RelativePositionEmbedding",
     "RotaryEmbedding",
     "SinusoidalEncoding",
+    "TokenPooling",
 ]

@@ -255,12 +255,6 @@ def test_bad_values_name_the_option(options, names):
         assert name in str(error.value)
 
 
-def test_a_sliding_window_needs_a_causal_layer():
-    layer = MultiHeadSelfAttention(2, sliding_window=4)
-    with pytest.raises(ValueError, match="sliding_window.*causal"):
-        layer(random_inputs(1, 3, 8))
-
-
 def test_a_sliding_cache_takes_no_masks():
     layer = MultiHeadSelfAttention(2, causal=True, sliding_window=2)
     x = random_inputs(1, 3, 8)

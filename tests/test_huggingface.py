@@ -397,7 +397,7 @@ def test_sharded_checkpoint_loads(tmp_path):
 
 UNSUPPORTED = [
     ("gpt2", {"model_type": "mamba"},
-     r"model_type='mamba'.*Supported: \['bert', "),
+     r"model_type='mamba'.*Supported: \['bart', 'bert', "),
     ("gpt2", {"architectures": ["GPT2ForQuestionAnswering"]},
      r"architectures=\['GPT2ForQuestionAnswering'\]"),
     ("llama", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0,

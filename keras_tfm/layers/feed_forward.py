@@ -13,20 +13,29 @@ from keras_tfm.layers.validation import (
 # `gelu` is exact, as in `torch.nn` and BERT; `gelu_tanh` is the tanh
 # approximation of GPT-2 (Hugging Face's "gelu_new"); `quick_gelu` is the
 # sigmoid approximation `x * sigmoid(1.702 x)` that OpenAI's CLIP trained
-# with. The gated ones put their activation on a gate projection: SiLU
-# (LLaMA) or tanh GELU (T5 v1.1).
-PLAIN_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "quick_gelu")
-GATED_ACTIVATIONS = ("swiglu", "geglu_tanh")
+# with; `silu` is `x * sigmoid(x)` (Marian's "swish"). The gated ones put
+# an activation on a gate projection: SiLU (LLaMA), exact GELU (ModernBERT)
+# or tanh GELU (T5 v1.1, Gemma).
+PLAIN_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "quick_gelu", "silu")
+GATES = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
+GATED_ACTIVATIONS = tuple(GATES)
 ACTIVATIONS = (*PLAIN_ACTIVATIONS, *GATED_ACTIVATIONS)
 
 
 def activate(x, activation):
-    """One of `PLAIN_ACTIVATIONS` applied to `x`."""
+    """One of `PLAIN_ACTIVATIONS`, or a gate's (`GATES`), applied to `x`."""
     if activation == "relu":
         return ops.relu(x)
+    if activation == "silu":
+        return ops.silu(x)
     if activation == "quick_gelu":
         return x * ops.sigmoid(1.702 * x)
     return ops.gelu(x, approximate=activation == "gelu_tanh")
+
+
+def gated(gate, hidden, activation):
+    """One of `GATED_ACTIVATIONS`: the activated gate times `hidden`."""
+    return activate(gate, GATES[activation]) * hidden
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -35,15 +44,16 @@ class FeedForward(keras.layers.Layer):
 
     `relu` and `gelu` give the paper's `W2 act(W1 x + b1) + b2`. `swiglu`
     gives `W2 (silu(Wg x) * W1 x)` (Shazeer, 2020), as in LLaMA, and
-    `geglu_tanh` the same with the tanh GELU, as in T5 v1.1. The output has
+    `geglu` the same with the exact GELU (ModernBERT) and `geglu_tanh` with
+    the tanh GELU, as in T5 v1.1 and Gemma. The output has
     the width of the input.
 
     Args:
         hidden_dim: Width of the hidden layer.
         activation: `"relu"`, `"gelu"` (exact, as in `torch.nn` and BERT),
             `"gelu_tanh"` (the tanh approximation, as in GPT-2),
-            `"quick_gelu"` (`x * sigmoid(1.702 x)`, as in CLIP), `"swiglu"`
-            or `"geglu_tanh"`.
+            `"quick_gelu"` (`x * sigmoid(1.702 x)`, as in CLIP), `"silu"`
+            (Marian's "swish"), `"swiglu"`, `"geglu"` or `"geglu_tanh"`.
         dropout: Dropout rate on the output.
         use_bias: Whether the projections have biases (LLaMA's have none).
         **kwargs: Standard layer arguments.
@@ -111,10 +121,8 @@ class FeedForward(keras.layers.Layer):
 
     def call(self, x, training=None):
         hidden = self.hidden_dense(x)
-        if self.activation == "swiglu":
-            hidden = ops.silu(self.gate_dense(x)) * hidden
-        elif self.activation == "geglu_tanh":
-            hidden = ops.gelu(self.gate_dense(x), approximate=True) * hidden
+        if self.activation in GATES:
+            hidden = gated(self.gate_dense(x), hidden, self.activation)
         else:
             hidden = activate(hidden, self.activation)
         outputs = self.output_dense(hidden)

@@ -19,6 +19,7 @@ from keras_tfm.layers.feed_forward import (
     GATED_ACTIVATIONS,
     FeedForward,
     activate,
+    gated,
 )
 from keras_tfm.layers.validation import (
     check_choice,
@@ -399,13 +400,6 @@ def expert_slots(expert_ids, num_experts, rows_per_block):
     before = ops.cast(ends[None, :] <= block_starts[:, None], "int32")
     block_experts = ops.minimum(ops.sum(before, axis=1), num_experts - 1)
     return slots, block_experts
-
-
-def gated(gate, hidden, activation):
-    """One of `GATED_ACTIVATIONS`: the activated gate times `hidden`."""
-    if activation == "swiglu":
-        return ops.silu(gate) * hidden
-    return ops.gelu(gate, approximate=True) * hidden
 
 
 def _check_non_negative(name, value):

@@ -15,6 +15,7 @@ are the short way to make one.
 """
 
 from keras_tfm.models.causal_lm import CausalLM, causal_lm
+from keras_tfm.models.dual_encoder import DualEncoder
 from keras_tfm.models.forecaster import Forecaster, forecaster
 from keras_tfm.models.masked_lm import (
     MaskedLM,
@@ -23,16 +24,20 @@ from keras_tfm.models.masked_lm import (
 )
 from keras_tfm.models.seq2seq import Seq2SeqTransformer, seq2seq_transformer
 from keras_tfm.models.text import TextClassifier, TextEncoder, text_classifier
-from keras_tfm.models.vision import ViTClassifier, vit_classifier
+from keras_tfm.models.token_classifier import TokenClassifier
+from keras_tfm.models.vision import ViTClassifier, ViTEncoder, vit_classifier
 
 __all__ = [
     "CausalLM",
+    "DualEncoder",
     "Forecaster",
     "MaskedLM",
     "Seq2SeqTransformer",
     "TextClassifier",
     "TextEncoder",
+    "TokenClassifier",
     "ViTClassifier",
+    "ViTEncoder",
     "causal_lm",
     "forecaster",
     "masked_lm",

@@ -108,8 +108,18 @@ def from_huggingface(directory, dtype=None):
     | `bert` | `BertModel` | `TextEncoder` |
     | `bert` | `BertForSequenceClassification` | `TextClassifier` |
     | `bert` | `BertForMaskedLM` | `MaskedLM` (untied head) |
+    | `roberta`, `xlm-roberta` | `RobertaModel`, `XLMRoberta...` | idem |
+    | `distilbert`, `electra` | `DistilBertModel`, `ElectraModel` | idem |
+    | `modernbert`, `deberta-v2` | `ModernBertModel`, ... | idem |
+    | (these six) | `...ForTokenClassification` | `TokenClassifier` |
     | `vit` | `ViTForImageClassification` | `ViTClassifier` |
+    | `vit`, `dinov2`, `deit` | `ViTModel`, `Dinov2Model`, ... | `ViTEncoder` |
+    | `dinov2`, `deit` | `...ForImageClassification` | `ViTClassifier` |
+    | `clip`, `siglip` | `CLIPModel`, `SiglipModel` | `DualEncoder` |
     | `t5` | `T5ForConditionalGeneration` | `Seq2SeqTransformer` |
+    | `bart`, `mbart`, `marian` | `...ForConditionalGeneration`, ... | idem |
+    | `m2m_100` (NLLB) | `M2M100ForConditionalGeneration` | idem |
+    | `whisper` | `WhisperForConditionalGeneration` | idem (features) |
 
     The model records where it came from, in its config (so a `.keras`
     file keeps it): `huggingface_model_type`, the family `to_huggingface`
@@ -315,10 +325,11 @@ def to_huggingface(model, directory, model_type=None):
     from (`model.huggingface_model_type`: a Mistral checkpoint goes back
     as Mistral), else the one its class and options suggest: a `CausalLM`
     becomes GPT-2 (learned positions) or Llama (rotary positions); a
-    `TextEncoder`, `TextClassifier` or `MaskedLM` BERT; a `ViTClassifier`
-    ViT; a `Seq2SeqTransformer` T5. A model whose options that family
-    cannot express is refused. LoRA weights are merged into the kernels
-    they adapt.
+    `TextEncoder`, `TextClassifier`, `TokenClassifier` or `MaskedLM` BERT;
+    a `ViTClassifier` or `ViTEncoder` ViT; a `Seq2SeqTransformer` T5 (or
+    Whisper, with `encoder_features`); a `DualEncoder` CLIP. A model
+    whose options that family cannot express is refused. LoRA weights are
+    merged into the kernels they adapt.
 
     Args:
         model: A keras_tfm model.
@@ -415,15 +426,24 @@ def _guessed_model_type(model):
     if isinstance(model, models.CausalLM):
         rotary = model.attention_options["rotary"] is not None
         return "llama" if rotary else "gpt2"
+    if isinstance(model, models.Seq2SeqTransformer):
+        return "t5" if model.encoder_features is None else "whisper"
+    text_models = (
+        models.TextEncoder
+        | models.TextClassifier
+        | models.TokenClassifier
+        | models.MaskedLM
+    )
     for classes, model_type in (
-        (models.TextEncoder | models.TextClassifier | models.MaskedLM, "bert"),
-        (models.ViTClassifier, "vit"),
-        (models.Seq2SeqTransformer, "t5"),
+        (text_models, "bert"),
+        (models.ViTClassifier | models.ViTEncoder, "vit"),
+        (models.DualEncoder, "clip"),
     ):
         if isinstance(model, classes):
             return model_type
     raise ValueError(
         "`model` must be a CausalLM, Seq2SeqTransformer, TextEncoder, "
-        "TextClassifier, MaskedLM or ViTClassifier to be written as a "
-        f"Hugging Face checkpoint. Received: {type(model).__name__}"
+        "TextClassifier, TokenClassifier, MaskedLM, ViTClassifier, "
+        "ViTEncoder or DualEncoder to be written as a Hugging Face "
+        f"checkpoint. Received: {type(model).__name__}"
     )

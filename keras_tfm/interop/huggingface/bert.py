@@ -19,6 +19,22 @@ from keras_tfm import models
 from keras_tfm.interop.huggingface import core, fields
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 
+# The encoder options added after BERT, at the values that turn them off.
+PLAIN_ENCODER = {
+    "encoder.position_offset": 0,
+    "encoder.embedding_dim": None,
+    "encoder.causal": False,
+    "encoder.layer_overrides": None,
+    "encoder.relative_embedding_norm": False,
+}
+# BERT's masked-LM head: untied (see above), with its biases.
+PLAIN_MASKED_LM = {
+    "tie_embeddings": False,
+    "head_bias": True,
+    "head_norm_bias": True,
+    "output_bias": None,
+}
+
 ENCODER_FIELDS = tuple(
     dataclasses.replace(field, path=f"encoder.{field.path}")
     for field in (
@@ -51,6 +67,7 @@ ENCODER_FIELDS = tuple(
         },
         prefix="encoder.",
     ),
+    *fields.fixed(PLAIN_ENCODER),
 )
 
 
@@ -72,7 +89,7 @@ MASKED_LM_FIELDS = (
     *ENCODER_FIELDS,
     Field("hidden_act", "activation", "gelu", fields.ACTIVATIONS),
     Field("layer_norm_eps", "layer_norm_epsilon", 1e-12),
-    Fixed("tie_embeddings", False),
+    *fields.fixed(PLAIN_MASKED_LM),
     Constant("tie_word_embeddings", False, checked=False),
 )
 

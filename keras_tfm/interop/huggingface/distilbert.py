@@ -18,7 +18,7 @@ any value and written false.
 import dataclasses
 
 from keras_tfm import models
-from keras_tfm.interop.huggingface import core, fields, roberta
+from keras_tfm.interop.huggingface import bert, core, fields, roberta
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 from keras_tfm.models.text import DENSE_TRANSFORM
 from keras_tfm.models.token_classifier import TokenClassifier
@@ -45,7 +45,6 @@ ENCODER_FIELDS = tuple(
     *fields.fixed(
         {
             "position": "learned",
-            "position_offset": 0,
             "num_segments": None,
             "embedding_norm": True,
             "norm.type": "layer",
@@ -55,7 +54,7 @@ ENCODER_FIELDS = tuple(
         },
         prefix="encoder.",
     ),
-    *fields.fixed(roberta.PLAIN_ENCODER),
+    *fields.fixed(bert.PLAIN_ENCODER),
 )
 
 CLASSIFIER_FIELDS = (
@@ -72,7 +71,7 @@ MASKED_LM_FIELDS = (
     *ENCODER_FIELDS,
     Field("activation", "activation", "gelu", fields.ACTIVATIONS),
     Fixed("layer_norm_epsilon", EPSILON),
-    *fields.fixed(roberta.PLAIN_MASKED_LM),
+    *fields.fixed(bert.PLAIN_MASKED_LM),
     Constant("tie_word_embeddings", False, checked=False),
 )
 

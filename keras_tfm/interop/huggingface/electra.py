@@ -15,7 +15,7 @@ loaded.
 """
 
 from keras_tfm import models
-from keras_tfm.interop.huggingface import bert, core, fields, roberta
+from keras_tfm.interop.huggingface import bert, core, roberta
 from keras_tfm.interop.huggingface.fields import Field, Fixed
 from keras_tfm.models.text import DENSE_TRANSFORM
 from keras_tfm.models.token_classifier import TokenClassifier
@@ -40,10 +40,6 @@ ENCODER_FIELDS = roberta.without(
     Field(
         "embedding_size", "encoder.embedding_dim", load=_embedding_dim,
         save=_embedding_size,
-    ),
-    Fixed("encoder.position_offset", 0),
-    *roberta.without(
-        fields.fixed(roberta.PLAIN_ENCODER), "encoder.embedding_dim"
     ),
 )  # fmt: skip
 CLASSIFIER_FIELDS = (

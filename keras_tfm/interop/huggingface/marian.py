@@ -19,8 +19,8 @@ tied to the output projection, and add fixed sinusoids to each stack
   sources (as keras_tfm pads), not for left-padded ones.
 
 The options a family fixes and config.json's `activation_function`
-(`gelu`, `gelu_new`, `relu`) follow `bart.common_fields`; Marian's
-`swish` is refused, as keras_tfm's `FeedForward` has no plain SiLU.
+(`gelu`, `gelu_new`, `relu`, and Opus-MT's `swish`) follow
+`bart.common_fields`.
 """
 
 from keras_tfm import models

@@ -29,20 +29,15 @@ from keras_tfm import models
 from keras_tfm.interop.huggingface import core, fields, fused, llama
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 from keras_tfm.interop.huggingface.llama import FULL, SLIDING
-from keras_tfm.layers.feed_forward import GATED_ACTIVATIONS
 from keras_tfm.layers.normalization import norm_options
 from keras_tfm.models.token_classifier import TokenClassifier
 
 # transformers' activations of the gated feed-forward and keras_tfm's
-# (writing picks the first); exact GELU's only where `FeedForward` has it.
+# (writing picks the first).
 HIDDEN_ACTIVATIONS = {
-    name: activation
-    for name, activation in (
-        ("gelu", "geglu"),
-        ("gelu_pytorch_tanh", "geglu_tanh"),
-        ("gelu_new", "geglu_tanh"),
-    )
-    if activation in GATED_ACTIVATIONS
+    "gelu": "geglu",
+    "gelu_pytorch_tanh": "geglu_tanh",
+    "gelu_new": "geglu_tanh",
 }
 # Of the heads' dense layer, which `activate` and Keras's Dense both take.
 HEAD_ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}

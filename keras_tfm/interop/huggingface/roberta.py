@@ -33,23 +33,6 @@ from keras_tfm.interop.huggingface import bert, core, fields
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 from keras_tfm.models.token_classifier import TokenClassifier
 
-# The encoder options added after BERT's family, at the values that turn
-# them off.
-PLAIN_ENCODER = {
-    "encoder.embedding_dim": None,
-    "encoder.causal": False,
-    "encoder.layer_overrides": None,
-    "encoder.relative_embedding_norm": False,
-}
-
-# BERT's masked-LM head, untied (see the module).
-PLAIN_MASKED_LM = {
-    "tie_embeddings": False,
-    "head_bias": True,
-    "head_norm_bias": True,
-    "output_bias": None,
-}
-
 
 def without(declared, *paths):
     """`declared` fields but those of the options (or config.json fields,
@@ -97,7 +80,6 @@ ENCODER_FIELDS = without(
         "pad_token_id", "encoder.position_offset", load=_position_offset,
         save=lambda options: options["encoder"]["position_offset"] - 1,
     ),
-    *fields.fixed(PLAIN_ENCODER),
 )  # fmt: skip
 
 
@@ -129,7 +111,7 @@ MASKED_LM_FIELDS = (
     *ENCODER_FIELDS,
     Fixed("activation", "gelu"),
     Field("layer_norm_eps", "layer_norm_epsilon", 1e-12),
-    *fields.fixed(PLAIN_MASKED_LM),
+    *fields.fixed(bert.PLAIN_MASKED_LM),
     Constant("tie_word_embeddings", False, checked=False),
 )
 

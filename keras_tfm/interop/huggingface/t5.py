@@ -115,6 +115,14 @@ FIELDS = (
         "scale_embeddings": False,
         "decoder_mask_zero": False,
         "target_vocab_size": None,
+        # The options of later sequence-to-sequence families, off.
+        "stack_positions": None,
+        "embedding_norm": False,
+        "logits_bias": False,
+        "encoder_features": None,
+        "decoder_start_token_id": None,
+        "forced_bos_token_id": None,
+        "forced_eos_token_id": None,
     }),
     Fixed("output_bias", False, unless="tie_embeddings"),
 )  # fmt: skip
