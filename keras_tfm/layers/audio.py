@@ -1,27 +1,10 @@
 """Audio features as token sequences, for speech encoders (Whisper)."""
 
-import math
-
 import keras
-import numpy as np
 from keras import ops
 
+from keras_tfm.layers.positional import sinusoid
 from keras_tfm.layers.validation import check_positive_int, check_rank
-
-
-def audio_position_table(length, dim, max_wavelength=10000):
-    """Whisper's position table, shape `(length, dim)`, as a NumPy array.
-
-    The sines of every channel pair come first, then the cosines, with
-    wavelengths from 1 to `max_wavelength` spread over `dim // 2 - 1`
-    geometric steps (the paper's signal interleaves them and stops short of
-    `max_wavelength`).
-    """
-    half = dim // 2
-    increment = math.log(max_wavelength) / (half - 1)
-    inverse_wavelengths = np.exp(-increment * np.arange(half))
-    angles = np.arange(length)[:, None] * inverse_wavelengths[None, :]
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")
@@ -114,8 +97,12 @@ class AudioEmbedding(keras.layers.Layer):
         )
         self.conv_1.build((None, None, self.channels))
         self.conv_2.build((None, None, self.embed_dim))
-        table = audio_position_table(
-            self.sequence_length, self.embed_dim, self.max_wavelength
+        # Whisper's sinusoids, which its checkpoints also hold.
+        table = sinusoid(
+            self.sequence_length,
+            self.embed_dim,
+            "tensor2tensor",
+            max_wavelength=self.max_wavelength,
         )
         self.position_embeddings = self.add_weight(
             name="position_embeddings",

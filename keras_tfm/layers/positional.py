@@ -4,6 +4,7 @@ positions are in `keras_tfm.layers.rotary`)."""
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_tfm.layers.validation import (
@@ -29,6 +30,41 @@ def sinusoidal_signal(length, dim, max_wavelength=10000, start_index=0):
     inverse_wavelengths = ops.power(float(max_wavelength), -exponents)
     angles = positions[:, None] * inverse_wavelengths[None, :]
     return ops.where(channels % 2 == 0, ops.sin(angles), ops.cos(angles))
+
+
+# How a fixed sinusoid orders its channels (see `sinusoid`).
+SINUSOIDS = ("interleaved", "halves", "tensor2tensor")
+
+
+def sinusoid(
+    length, dim, layout="interleaved", start_index=0, max_wavelength=10000
+):
+    """A fixed position signal `(length, dim)` in float32, in `layout`:
+
+    - `"interleaved"`: the paper's (`sinusoidal_signal`);
+    - `"halves"`: the paper's channels with the sines first (Marian's);
+    - `"tensor2tensor"`: tensor2tensor's (fairseq's, Whisper's):
+      `dim // 2` wavelengths from 1 to `max_wavelength` in geometric
+      steps, the sines then the cosines, and a zero channel if `dim` is
+      odd.
+    """
+    if layout == "interleaved":
+        return sinusoidal_signal(length, dim, max_wavelength, start_index)
+    if layout == "halves":
+        signal = sinusoidal_signal(length, dim, max_wavelength, start_index)
+        order = np.concatenate([np.arange(0, dim, 2), np.arange(1, dim, 2)])
+        return ops.take(signal, order, axis=1)
+    half = dim // 2
+    inverse = ops.exp(
+        ops.arange(half, dtype="float32")
+        * (-math.log(max_wavelength) / (half - 1))
+    )
+    positions = ops.cast(ops.arange(length) + start_index, "float32")
+    angles = positions[:, None] * inverse[None, :]
+    parts = [ops.sin(angles), ops.cos(angles)]
+    if dim % 2:
+        parts.append(ops.zeros((length, 1), "float32"))
+    return ops.concatenate(parts, axis=1)
 
 
 @keras.saving.register_keras_serializable(package="keras_tfm")

@@ -1,9 +1,6 @@
 """The encoder-decoder Transformer of "Attention Is All You Need"."""
 
-import math
-
 import keras
-import numpy as np
 from keras import ops
 
 from keras_tfm.layers import (
@@ -14,7 +11,7 @@ from keras_tfm.layers import (
 )
 from keras_tfm.layers.normalization import normalization
 from keras_tfm.layers.options import block_options
-from keras_tfm.layers.positional import sinusoidal_signal
+from keras_tfm.layers.positional import SINUSOIDS, sinusoid
 from keras_tfm.layers.validation import (
     check_choice,
     check_non_negative_int,
@@ -31,32 +28,7 @@ _DEFAULTS = {
     "attention": {"num_heads": 8},
     "feed_forward": {"hidden_dim": 2048},
 }
-# How a fixed sinusoid orders its channels (see `StackPositions`).
-SINUSOIDS = ("interleaved", "halves", "tensor2tensor")
 STACK_POSITION_KEYS = ("type", "offset", "sinusoid")
-
-
-def _sinusoid(length, dim, layout, start_index):
-    """A fixed position signal `(length, dim)` in float32, in `layout`."""
-    if layout == "interleaved":
-        return sinusoidal_signal(length, dim, start_index=start_index)
-    if layout == "halves":
-        # The paper's channels, the sines (even channels) first.
-        signal = sinusoidal_signal(length, dim, start_index=start_index)
-        order = np.concatenate([np.arange(0, dim, 2), np.arange(1, dim, 2)])
-        return ops.take(signal, order, axis=1)
-    # tensor2tensor's (fairseq's): `dim // 2` wavelengths from 1 to 10000
-    # in geometric steps, sines then cosines, a zero channel if `dim` is odd.
-    half = dim // 2
-    inverse = ops.exp(
-        ops.arange(half, dtype="float32") * (-math.log(10000) / (half - 1))
-    )
-    positions = ops.cast(ops.arange(length) + start_index, "float32")
-    angles = positions[:, None] * inverse[None, :]
-    parts = [ops.sin(angles), ops.cos(angles)]
-    if dim % 2:
-        parts.append(ops.zeros((length, 1), "float32"))
-    return ops.concatenate(parts, axis=1)
 
 
 def stack_position_options(stack_positions):
@@ -160,7 +132,7 @@ class StackPositions(keras.layers.Layer):
                 axis=0,
             )
         else:
-            positions = _sinusoid(
+            positions = sinusoid(
                 length, x.shape[-1], self.sinusoid, start_index + self.offset
             )
         return x + ops.cast(positions, x.dtype)[None]
