@@ -157,6 +157,14 @@ def case_bert_classifier():
     )
 
 
+def case_bert_token_classifier():
+    return (
+        transformers.BertForTokenClassification(bert_config()),
+        {"tokens": BERT_TOKENS, "segment_ids": SEGMENTS},
+        bert_inputs(),
+    )
+
+
 def case_bert_masked_lm():
     """The masked-LM logits at three positions of each row."""
     positions = np.array([[1, 3, 5], [0, 2, 1]])
@@ -193,6 +201,7 @@ CASES = {
     "qwen2_tied": lambda: causal(qwen2(tie_word_embeddings=True)),
     "bert": case_bert,
     "bert_classifier": case_bert_classifier,
+    "bert_token_classifier": case_bert_token_classifier,
     "bert_masked_lm": case_bert_masked_lm,
     "vit": case_vit,
     "t5": lambda: t5_case("relu"),  # v1.0: tied and scaled output
@@ -203,7 +212,7 @@ CASES = {
 def real_positions(case, outputs, inputs):
     """The outputs anyone reads: BERT's real positions; the masked LM's
     logits at `mask_positions` (transformers gives every position's)."""
-    if case == "bert":
+    if case in ("bert", "bert_token_classifier"):
         return np.asarray(outputs)[BERT_TOKENS != 0]
     if case == "bert_masked_lm" and np.ndim(outputs) == 3:
         if np.shape(outputs)[1] == BERT_TOKENS.shape[1]:
@@ -247,6 +256,7 @@ def test_the_wrong_gelu_would_be_caught(checkpoints):
 TRAINED = ["gpt2", "bert_classifier", "vit", "t5"]
 CHANGED = ["llama", "llama_tied", "llama3", "llama_linear", "llama_dynamic",
            "mistral", "qwen2", "qwen2_tied", "bert_masked_lm",
+           "bert_token_classifier",
            "t5_gated"]  # fmt: skip
 
 

@@ -1,6 +1,8 @@
 """BERT (`bert`): a `TextEncoder` (`BertModel`), and the `TextClassifier`
-(`BertForSequenceClassification`) and `MaskedLM` (`BertForMaskedLM`) on
-it.
+(`BertForSequenceClassification`), `TokenClassifier`
+(`BertForTokenClassification`) and `MaskedLM` (`BertForMaskedLM`) on it.
+The encoder families after it (RoBERTa to DeBERTa) build their families
+with `encoder_family` and `head_family`.
 
 The encoder is post-norm with an embedding norm and token types
 (`num_segments`). The fields and rows of the encoder are those of an
@@ -85,6 +87,24 @@ CLASSIFIER_FIELDS = (
     Fixed("pooling", "cls"),
     Fixed("pooler", True),
 )
+
+
+def token_classifier_fields(encoder_fields, dropout=None):
+    """A `TokenClassifier`'s fields on an encoder's; `dropout` is the field
+    of its dropout, BERT's `classifier_dropout` (else
+    `hidden_dropout_prob`) by default."""
+    if dropout is None:
+        dropout = Field(
+            "classifier_dropout", "dropout", load=_classifier_dropout
+        )
+    return (
+        *encoder_fields,
+        Field("num_labels", "num_classes", load=fields.num_labels),
+        dropout,
+        Fixed("transform", None),
+    )
+
+
 MASKED_LM_FIELDS = (
     *ENCODER_FIELDS,
     Field("hidden_act", "activation", "gelu", fields.ACTIVATIONS),
@@ -135,6 +155,10 @@ CLASSIFIER_LAYOUT = (
     ("bert.pooler.dense", "pooler_dense", core.LINEAR),
     ("classifier", "head", core.LINEAR),
 )
+TOKEN_CLASSIFIER_LAYOUT = (
+    *_encoder_layout("encoder."),
+    ("classifier", "head", core.LINEAR),
+)
 MASKED_LM_LAYOUT = (
     *_encoder_layout("encoder."),
     ("cls.predictions.transform.dense", "head_dense", core.LINEAR),
@@ -143,35 +167,56 @@ MASKED_LM_LAYOUT = (
 )
 
 
-def _head_options(model):
+def head_options(model):
+    """A task model's options, with its encoder's under `"encoder"`."""
     return {**model.get_config(), "encoder": model.encoder.get_config()}
 
 
-def _head_builder(head_class):
-    def build(options, **records):
-        encoder = models.TextEncoder(**options.pop("encoder"))
-        return head_class(encoder, **options, **records)
-
-    return build
-
-
-FAMILIES = (
-    core.Family(
-        "bert", "BertModel", models.TextEncoder, ENCODER_FIELDS,
-        _encoder_layout(""), prefix="bert.",
-        options=lambda model: {"encoder": model.get_config()},
+def encoder_family(model_type, architecture, encoder_fields, layout, prefix,
+                   encoder_options=None):  # fmt: skip
+    """The family of a bare encoder (`BertModel`): a `TextEncoder`, whose
+    options are `encoder_options(model)` (its config by default)."""
+    encoder_options = encoder_options or (lambda model: model.get_config())
+    return core.Family(
+        model_type, architecture, models.TextEncoder, encoder_fields, layout,
+        prefix=prefix,
+        options=lambda model: {"encoder": encoder_options(model)},
         build=lambda options, **records: models.TextEncoder(
             **options["encoder"], **records
         ),
+    )  # fmt: skip
+
+
+def head_family(model_type, architecture, model_class, fields, layout,
+                prefix, options=head_options):  # fmt: skip
+    """The family of a task model on a `TextEncoder` (`TextClassifier`,
+    `TokenClassifier`, `MaskedLM`), whose options are `options(model)`."""
+
+    def build(model_options, **records):
+        encoder = models.TextEncoder(**model_options.pop("encoder"))
+        return model_class(encoder, **model_options, **records)
+
+    return core.Family(
+        model_type, architecture, model_class, fields, layout, prefix=prefix,
+        options=options, build=build,
+    )  # fmt: skip
+
+
+FAMILIES = (
+    encoder_family(
+        "bert", "BertModel", ENCODER_FIELDS, _encoder_layout(""), "bert."
     ),
-    core.Family(
+    head_family(
         "bert", "BertForSequenceClassification", models.TextClassifier,
-        CLASSIFIER_FIELDS, CLASSIFIER_LAYOUT, prefix="bert.",
-        options=_head_options, build=_head_builder(models.TextClassifier),
+        CLASSIFIER_FIELDS, CLASSIFIER_LAYOUT, "bert.",
     ),
-    core.Family(
+    head_family(
+        "bert", "BertForTokenClassification", models.TokenClassifier,
+        token_classifier_fields(ENCODER_FIELDS), TOKEN_CLASSIFIER_LAYOUT,
+        "bert.",
+    ),
+    head_family(
         "bert", "BertForMaskedLM", models.MaskedLM, MASKED_LM_FIELDS,
-        MASKED_LM_LAYOUT, prefix="bert.", options=_head_options,
-        build=_head_builder(models.MaskedLM),
+        MASKED_LM_LAYOUT, "bert.",
     ),
 )  # fmt: skip

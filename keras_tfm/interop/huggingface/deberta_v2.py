@@ -25,8 +25,7 @@ before the embedding norm).
 import dataclasses
 
 from keras_tfm import models
-from keras_tfm.interop.huggingface import core, fields
-from keras_tfm.interop.huggingface.bert import _head_builder
+from keras_tfm.interop.huggingface import bert, core, fields
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 from keras_tfm.layers.options import attention_type
 from keras_tfm.models.text import DENSE_TRANSFORM
@@ -286,7 +285,7 @@ def _masked_lm_layout(model):
 def _head_options(model):
     """A head's options and its encoder's, with a classifier's `pooler` as
     a dict (`pooler=True` is BERT's tanh pooler)."""
-    options = {**model.get_config(), "encoder": model.encoder.get_config()}
+    options = bert.head_options(model)
     if "pooler" not in options:
         return options
     pooler = options["pooler"]
@@ -300,28 +299,22 @@ def _head_options(model):
 
 
 FAMILIES = (
-    core.Family(
-        "deberta-v2", "DebertaV2Model", models.TextEncoder, ENCODER_FIELDS,
-        lambda model: _encoder_layout(model, ""), prefix="deberta.",
-        options=lambda model: {"encoder": model.get_config()},
-        build=lambda options, **records: models.TextEncoder(
-            **options["encoder"], **records
-        ),
+    bert.encoder_family(
+        "deberta-v2", "DebertaV2Model", ENCODER_FIELDS,
+        lambda model: _encoder_layout(model, ""), "deberta.",
     ),
-    core.Family(
+    bert.head_family(
         "deberta-v2", "DebertaV2ForSequenceClassification",
         models.TextClassifier, CLASSIFIER_FIELDS, _classifier_layout,
-        prefix="deberta.", options=_head_options,
-        build=_head_builder(models.TextClassifier),
+        "deberta.", _head_options,
     ),
-    core.Family(
+    bert.head_family(
         "deberta-v2", "DebertaV2ForMaskedLM", models.MaskedLM,
-        MASKED_LM_FIELDS, _masked_lm_layout, prefix="deberta.",
-        options=_head_options, build=_head_builder(models.MaskedLM),
+        MASKED_LM_FIELDS, _masked_lm_layout, "deberta.", _head_options,
     ),
-    core.Family(
+    bert.head_family(
         "deberta-v2", "DebertaV2ForTokenClassification", TokenClassifier,
-        TOKEN_CLASSIFIER_FIELDS, _token_classifier_layout, prefix="deberta.",
-        options=_head_options, build=_head_builder(TokenClassifier),
+        TOKEN_CLASSIFIER_FIELDS, _token_classifier_layout, "deberta.",
+        _head_options,
     ),
 )  # fmt: skip

@@ -18,7 +18,7 @@ any value and written false.
 import dataclasses
 
 from keras_tfm import models
-from keras_tfm.interop.huggingface import bert, core, fields, roberta
+from keras_tfm.interop.huggingface import bert, core, fields
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 from keras_tfm.models.text import DENSE_TRANSFORM
 from keras_tfm.models.token_classifier import TokenClassifier
@@ -64,7 +64,7 @@ CLASSIFIER_FIELDS = (
     Fixed("pooling", "cls"),
     Fixed("pooler", {**DENSE_TRANSFORM, "activation": "relu"}),
 )
-TOKEN_CLASSIFIER_FIELDS = roberta.token_classifier_fields(
+TOKEN_CLASSIFIER_FIELDS = bert.token_classifier_fields(
     ENCODER_FIELDS, Field("dropout", "dropout", 0.1)
 )
 MASKED_LM_FIELDS = (
@@ -124,20 +124,20 @@ MASKED_LM_LAYOUT = (
 )
 
 FAMILIES = (
-    roberta.encoder_family(
+    bert.encoder_family(
         "distilbert", "DistilBertModel", ENCODER_FIELDS,
         _encoder_layout(""), "distilbert.",
     ),
-    roberta.head_family(
+    bert.head_family(
         "distilbert", "DistilBertForSequenceClassification",
         models.TextClassifier, CLASSIFIER_FIELDS, CLASSIFIER_LAYOUT,
         "distilbert.",
     ),
-    roberta.head_family(
+    bert.head_family(
         "distilbert", "DistilBertForTokenClassification", TokenClassifier,
         TOKEN_CLASSIFIER_FIELDS, TOKEN_CLASSIFIER_LAYOUT, "distilbert.",
     ),
-    roberta.head_family(
+    bert.head_family(
         "distilbert", "DistilBertForMaskedLM", models.MaskedLM,
         MASKED_LM_FIELDS, MASKED_LM_LAYOUT, "distilbert.",
     ),

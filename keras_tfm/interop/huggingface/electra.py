@@ -70,17 +70,17 @@ TOKEN_CLASSIFIER_LAYOUT = (
 )
 
 FAMILIES = (
-    roberta.encoder_family(
+    bert.encoder_family(
         "electra", "ElectraModel", ENCODER_FIELDS, _encoder_layout(""),
         "electra.",
     ),
-    roberta.head_family(
+    bert.head_family(
         "electra", "ElectraForSequenceClassification", models.TextClassifier,
         CLASSIFIER_FIELDS, CLASSIFIER_LAYOUT, "electra.",
     ),
-    roberta.head_family(
+    bert.head_family(
         "electra", "ElectraForTokenClassification", TokenClassifier,
-        roberta.token_classifier_fields(ENCODER_FIELDS),
+        bert.token_classifier_fields(ENCODER_FIELDS),
         TOKEN_CLASSIFIER_LAYOUT, "electra.",
     ),
 )  # fmt: skip

@@ -26,7 +26,7 @@ The one dropout rate of keras_tfm is config.json's `embedding_dropout`.
 import dataclasses
 
 from keras_tfm import models
-from keras_tfm.interop.huggingface import core, fields, fused, llama
+from keras_tfm.interop.huggingface import bert, core, fields, fused, llama
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 from keras_tfm.interop.huggingface.llama import FULL, SLIDING
 from keras_tfm.layers.normalization import norm_options
@@ -345,39 +345,23 @@ def _masked_lm_options(model):
     return {**model.get_config(), "encoder": _encoder_options(model.encoder)}
 
 
-def _head_builder(head_class):
-    def build(options, **records):
-        encoder = models.TextEncoder(**options.pop("encoder"))
-        return head_class(encoder, **options, **records)
-
-    return build
-
-
 FAMILIES = (
-    core.Family(
-        "modernbert", "ModernBertModel", models.TextEncoder, ENCODER_FIELDS,
-        _encoder_layout(""), prefix="model.",
-        options=lambda model: {"encoder": _encoder_options(model)},
-        build=lambda options, **records: models.TextEncoder(
-            **options["encoder"], **records
-        ),
+    bert.encoder_family(
+        "modernbert", "ModernBertModel", ENCODER_FIELDS, _encoder_layout(""),
+        "model.", _encoder_options,
     ),
-    core.Family(
+    bert.head_family(
         "modernbert", "ModernBertForMaskedLM", models.MaskedLM,
-        MASKED_LM_FIELDS, MASKED_LM_LAYOUT, prefix="model.",
-        options=_masked_lm_options, build=_head_builder(models.MaskedLM),
+        MASKED_LM_FIELDS, MASKED_LM_LAYOUT, "model.", _masked_lm_options,
     ),
-    core.Family(
+    bert.head_family(
         "modernbert", "ModernBertForSequenceClassification",
         models.TextClassifier, SEQUENCE_CLASSIFIER_FIELDS,
-        _classifier_layout("pooler"), prefix="model.",
-        options=_classifier_options("pooler"),
-        build=_head_builder(models.TextClassifier),
+        _classifier_layout("pooler"), "model.", _classifier_options("pooler"),
     ),
-    core.Family(
+    bert.head_family(
         "modernbert", "ModernBertForTokenClassification", TokenClassifier,
-        TOKEN_CLASSIFIER_FIELDS, _classifier_layout("transform"),
-        prefix="model.", options=_classifier_options("transform"),
-        build=_head_builder(TokenClassifier),
+        TOKEN_CLASSIFIER_FIELDS, _classifier_layout("transform"), "model.",
+        _classifier_options("transform"),
     ),
 )  # fmt: skip

@@ -21,9 +21,8 @@ training only. The masked-LM head's activation is GELU whatever
 `hidden_act` says, and its tied projection has a bias: it loads untied,
 as BERT's does (`bert`).
 
-The encoder layout and the token classifier's fields of the BERT-like
-families (ELECTRA's too) are declared here: `encoder_layout`,
-`token_classifier_fields`.
+BERT's encoder layout under another prefix, which ELECTRA's is too, is
+declared here: `encoder_layout`.
 """
 
 import dataclasses
@@ -81,22 +80,6 @@ ENCODER_FIELDS = without(
         save=lambda options: options["encoder"]["position_offset"] - 1,
     ),
 )  # fmt: skip
-
-
-def token_classifier_fields(encoder_fields, dropout=None):
-    """A `TokenClassifier`'s fields on an encoder's; `dropout` is the field
-    of its dropout, BERT's `classifier_dropout` (else
-    `hidden_dropout_prob`) by default."""
-    if dropout is None:
-        dropout = Field(
-            "classifier_dropout", "dropout", load=bert._classifier_dropout
-        )
-    return (
-        *encoder_fields,
-        Field("num_labels", "num_classes", load=fields.num_labels),
-        dropout,
-        Fixed("transform", None),
-    )
 
 
 def head_fields(bert_fields, encoder_fields):
@@ -165,44 +148,23 @@ MASKED_LM_LAYOUT = (
 )
 
 
-def encoder_family(model_type, architecture, encoder_fields, layout, prefix):
-    """The family of a bare encoder (`RobertaModel`): a `TextEncoder`."""
-    return core.Family(
-        model_type, architecture, models.TextEncoder, encoder_fields, layout,
-        prefix=prefix, options=lambda model: {"encoder": model.get_config()},
-        build=lambda options, **records: models.TextEncoder(
-            **options["encoder"], **records
-        ),
-    )  # fmt: skip
-
-
-def head_family(model_type, architecture, model_class, head_fields, layout,
-                prefix):  # fmt: skip
-    """The family of a task model on an encoder (`TextClassifier`, ...)."""
-    return core.Family(
-        model_type, architecture, model_class, head_fields, layout,
-        prefix=prefix, options=bert._head_options,
-        build=bert._head_builder(model_class),
-    )  # fmt: skip
-
-
 def _families(model_type, name):
     return (
-        encoder_family(
+        bert.encoder_family(
             model_type, f"{name}Model", ENCODER_FIELDS,
             encoder_layout("roberta", ""), "roberta.",
         ),
-        head_family(
+        bert.head_family(
             model_type, f"{name}ForSequenceClassification",
             models.TextClassifier, CLASSIFIER_FIELDS, CLASSIFIER_LAYOUT,
             "roberta.",
         ),
-        head_family(
+        bert.head_family(
             model_type, f"{name}ForTokenClassification", TokenClassifier,
-            token_classifier_fields(ENCODER_FIELDS), TOKEN_CLASSIFIER_LAYOUT,
-            "roberta.",
+            bert.token_classifier_fields(ENCODER_FIELDS),
+            TOKEN_CLASSIFIER_LAYOUT, "roberta.",
         ),
-        head_family(
+        bert.head_family(
             model_type, f"{name}ForMaskedLM", models.MaskedLM,
             MASKED_LM_FIELDS, MASKED_LM_LAYOUT, "roberta.",
         ),
