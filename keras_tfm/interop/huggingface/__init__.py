@@ -111,7 +111,7 @@ def from_huggingface(directory, dtype=None):
     | `roberta`, `xlm-roberta` | `RobertaModel`, `XLMRoberta...` | idem |
     | `distilbert`, `electra` | `DistilBertModel`, `ElectraModel` | idem |
     | `modernbert`, `deberta-v2` | `ModernBertModel`, ... | idem |
-    | (these six) | `...ForTokenClassification` | `TokenClassifier` |
+    | `bert` and these | `...ForTokenClassification` | `TokenClassifier` |
     | `vit` | `ViTForImageClassification` | `ViTClassifier` |
     | `vit`, `dinov2`, `deit` | `ViTModel`, `Dinov2Model`, ... | `ViTEncoder` |
     | `dinov2`, `deit` | `...ForImageClassification` | `ViTClassifier` |
