@@ -64,10 +64,23 @@ def on_accelerator():
 
 
 def matmul_peak_flops(dtype, repeats=5):
-    """Best matrix-multiply throughput of this backend in `dtype`, FLOP/s."""
-    # Large enough that a GPU's launch overhead is negligible; small enough
-    # that a CPU takes a fraction of a second.
-    size = 8192 if on_accelerator() else 2048
+    """Best matrix-multiply throughput of this backend in `dtype`, FLOP/s.
+
+    The size doubles from 256 until one product takes a tenth of a second,
+    up to 8192 on an accelerator (where launch overhead must be negligible)
+    and 2048 on a CPU: a CPU without fast bfloat16 products (2048 takes a
+    minute in PyTorch's bfloat16 on some) is measured in a second.
+    """
+    largest = 8192 if on_accelerator() else 2048
+    size = 256
+    seconds = _best_product_time(size, dtype, repeats)
+    while seconds < 0.1 and size < largest:
+        size *= 2
+        seconds = _best_product_time(size, dtype, repeats)
+    return 2 * size**3 / seconds
+
+
+def _best_product_time(size, dtype, repeats):
     a = keras.random.normal((size, size), dtype=dtype)
     b = keras.random.normal((size, size), dtype=dtype)
 
@@ -83,7 +96,7 @@ def matmul_peak_flops(dtype, repeats=5):
         start = time.perf_counter()
         multiply()
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return best
 
 
 def build(library, cell):
