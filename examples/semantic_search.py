@@ -199,6 +199,8 @@ def main():
     scores = QueryDocumentScores(embed)
     scores.compile(optimizer=keras.optimizers.Adam(3e-4), loss=in_batch_loss)
     inputs = {"queries": query_ids, "documents": document_ids}
+    # Built before `fit`, whose BackupAndRestore needs its variables.
+    scores({name: ids[:2] for name, ids in inputs.items()})
     scores.fit(
         {name: ids[:split] for name, ids in inputs.items()},
         np.zeros(split),

@@ -26,8 +26,9 @@ transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 # bfloat16 keeps 8 bits of mantissa: outputs computed in another order
-# differ by a few of its steps, relative to the largest output.
-BFLOAT16_RTOL = 2e-2
+# differ by a few of its steps (2**-8 each), relative to the largest output;
+# TensorFlow's order was once 5.2 steps off in one output of 1200.
+BFLOAT16_RTOL = 3e-2
 
 
 def llama(dtype=torch.float32):
