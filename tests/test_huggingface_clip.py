@@ -23,6 +23,7 @@ from tests.huggingface_checks import (
     assert_close,
     assert_every_option_declared,
     changed_weights,
+    trained_on,
 )
 
 torch = pytest.importorskip("torch")
@@ -143,6 +144,7 @@ def test_changed_weights_write_back_for_transformers(checkpoints, tmp_path):
     assert_transformers_reloads(model, checkpoints["clip"], tmp_path)
 
 
+@trained_on("torch")
 def test_trained_model_writes_back_for_transformers(checkpoints, tmp_path):
     """SigLIP's sigmoid loss on matching pairs (the diagonal), trained
     with `fit`: the MAP head, the logit bias and both towers move."""

@@ -16,6 +16,7 @@ from tests.huggingface_checks import (
     changed_weights,
     copied,
     torch_outputs,
+    trained_on,
 )
 
 torch = pytest.importorskip("torch")
@@ -138,6 +139,7 @@ def test_loaded_model_equals_transformers(case, checkpoints, tmp_path):
         )
 
 
+@trained_on("tensorflow")
 def test_trained_classifier_writes_back_for_transformers(checkpoints, tmp_path):
     case = "deberta_classifier"
     directory, _, inputs, _ = checkpoints[case]

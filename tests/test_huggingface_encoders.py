@@ -19,6 +19,7 @@ from tests.huggingface_checks import (
     changed_weights,
     copied,
     torch_outputs,
+    trained_on,
 )
 
 torch = pytest.importorskip("torch")
@@ -168,6 +169,7 @@ def test_changed_weights_write_back_for_transformers(
     )
 
 
+@trained_on("jax")
 def test_trained_token_classifier_writes_back_for_transformers(
     checkpoints, tmp_path
 ):

@@ -19,6 +19,7 @@ from tests.huggingface_checks import (
     changed_weights,
     copied,
     torch_outputs,
+    trained_on,
 )
 
 torch = pytest.importorskip("torch")
@@ -146,6 +147,7 @@ def test_changed_weights_write_back_for_transformers(
     )
 
 
+@trained_on("tensorflow")
 def test_trained_model_writes_back_for_transformers(checkpoints, tmp_path):
     """The tied masked-LM head with its own bias, trained with `fit`."""
     checkpoint = checkpoints["masked_lm"]

@@ -15,6 +15,7 @@ from tests.huggingface_checks import (
     assert_same_tokens,
     assert_transformers_reloads,
     copied,
+    trained_on,
 )
 
 torch = pytest.importorskip("torch")
@@ -111,6 +112,7 @@ def test_changed_weights_write_back_for_transformers(
     assert_changed_weights_write_back(case, checkpoints[case], tmp_path)
 
 
+@trained_on("tensorflow")
 def test_trained_bart_writes_back_for_transformers(checkpoints, tmp_path):
     """BART trained with `fit`: its per-stack position tables and
     embedding norms train, its `final_logits_bias` (a buffer in

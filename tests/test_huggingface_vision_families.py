@@ -23,6 +23,7 @@ from tests.huggingface_checks import (
     assert_transformers_reloads,
     copied,
     torch_outputs,
+    trained_on,
 )
 
 torch = pytest.importorskip("torch")
@@ -98,6 +99,7 @@ def test_changed_weights_write_back_for_transformers(
     assert_changed_weights_write_back(case, checkpoints[case], tmp_path)
 
 
+@trained_on("torch")
 def test_trained_model_writes_back_for_transformers(checkpoints, tmp_path):
     """DINOv2's layer scale, folded into the projections, trained with
     `fit` and written back as ones."""

@@ -24,6 +24,7 @@ from tests.huggingface_checks import (
     changed_weights,
     copied,
     torch_outputs,
+    trained_on,
 )
 
 torch = pytest.importorskip("torch")
@@ -181,6 +182,7 @@ def test_changed_weights_write_back_for_transformers(checkpoints, tmp_path):
     )
 
 
+@trained_on("torch")
 def test_trained_model_writes_back_for_transformers(checkpoints, tmp_path):
     checkpoint = checkpoints["whisper"]
     model = interop.from_huggingface(checkpoint[0])
