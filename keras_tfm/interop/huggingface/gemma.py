@@ -130,24 +130,6 @@ def _gemma3_overrides(config):
     )
 
 
-def _gemma3_rope_parameters(options):
-    """`rope_parameters` per layer type, each the one rotary option of its
-    layers (the model's for a type no layer has)."""
-    rotaries = llama.per_layer(options, "attention", "rotary")
-    types = llama.written_layer_types(options)
-    written = {}
-    for kind in (FULL, SLIDING):
-        found = [r for r, t in zip(rotaries, types, strict=True) if t == kind]
-        found = found or [options["attention"]["rotary"]]
-        if any(rotary != found[0] for rotary in found):
-            raise ValueError(
-                f"`model` has {kind} blocks with different attention.rotary "
-                "options; gemma3_text has one rope per layer type."
-            )
-        written[kind] = llama.rope_dict(found[0])
-    return written
-
-
 def _gemma3_rotary(config):
     return _gemma3_rotaries(config)[FULL]
 
@@ -203,7 +185,7 @@ GEMMA3_FIELDS = (
     *LATER,
     llama.query_key_norm("head", offset=1.0),
     Field("rope_parameters", "attention.rotary", load=_gemma3_rotary,
-          save=_gemma3_rope_parameters),
+          save=llama.rope_parameters_per_layer_type("gemma3_text")),
     Field("attn_logit_softcapping", "attention.logit_soft_cap", None),
     Field("final_logit_softcapping", "logit_soft_cap", None),
     Field("layer_types", "layer_overrides", load=_gemma3_overrides,

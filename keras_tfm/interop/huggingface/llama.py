@@ -207,6 +207,32 @@ def window_layers(types, window):
     return [sliding if kind == SLIDING else {} for kind in types]
 
 
+def rope_parameters_per_layer_type(model_type):
+    """The `save` of a family that writes `rope_parameters` per layer type
+    (Gemma 3, ModernBERT): each type's one rotary option, the model's for a
+    type no block has."""
+
+    def save(options):
+        rotaries = per_layer(options, "attention", "rotary")
+        types = written_layer_types(options)
+        written = {}
+        for kind in (FULL, SLIDING):
+            found = [
+                r for r, t in zip(rotaries, types, strict=True) if t == kind
+            ]
+            found = found or [options["attention"]["rotary"]]
+            if any(rotary != found[0] for rotary in found):
+                raise ValueError(
+                    f"`model` has {kind} blocks with different "
+                    f"attention.rotary options; {model_type} has one rope "
+                    "per layer type."
+                )
+            written[kind] = rope_dict(found[0])
+        return written
+
+    return save
+
+
 def written_layer_types(options):
     """config.json's `layer_types`: sliding where a block has a window."""
     windows = per_layer(options, "attention", "sliding_window")

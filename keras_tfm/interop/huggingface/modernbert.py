@@ -137,24 +137,6 @@ def _local_attention(options):
     return 128 if window is None else 2 * (window - 1)
 
 
-def _rope_parameters(options):
-    """`rope_parameters` per layer type, each the one rotary option of its
-    blocks (the model's for a type no block has)."""
-    rotaries = llama.per_layer(options, "attention", "rotary")
-    types = llama.written_layer_types(options)
-    written = {}
-    for kind in (FULL, SLIDING):
-        found = [r for r, t in zip(rotaries, types, strict=True) if t == kind]
-        found = found or [options["attention"]["rotary"]]
-        if any(rotary != found[0] for rotary in found):
-            raise ValueError(
-                f"`model` has {kind} blocks with different attention.rotary "
-                "options; modernbert has one rope per layer type."
-            )
-        written[kind] = llama.rope_dict(found[0])
-    return written
-
-
 def _global_rotary(config):
     return _rotaries(config)[FULL]
 
@@ -192,7 +174,7 @@ ENCODER_FIELDS = tuple(
         Field("embedding_dropout", "dropout", 0.0),
         Field("pad_token_id", "padding_id", 50283),
         Field("rope_parameters", "attention.rotary", load=_global_rotary,
-              save=_rope_parameters),
+              save=llama.rope_parameters_per_layer_type("modernbert")),
         Field("layer_types", "layer_overrides", load=_overrides,
               save=_saved_layer_types),
         Field("local_attention", None, save=_local_attention),
