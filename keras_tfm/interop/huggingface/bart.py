@@ -35,6 +35,21 @@ def _start_id(config):
     return config.get("bos_token_id") if start is None else start
 
 
+# The two stacks' sizes and activation, one option each (keras_tfm's
+# stacks are equal): BART's layout of them, which Whisper's shares.
+STACK_SIZES = (
+    Field("d_model", "embed_dim"),
+    Field("encoder_layers", "num_layers"),
+    Field("decoder_layers", "num_layers"),
+    Field("encoder_attention_heads", "attention.num_heads"),
+    Field("decoder_attention_heads", "attention.num_heads"),
+    Field("encoder_ffn_dim", "feed_forward.hidden_dim"),
+    Field("decoder_ffn_dim", "feed_forward.hidden_dim"),
+    Field("activation_function", "feed_forward.activation", "gelu",
+          fields.ACTIVATIONS),
+)  # fmt: skip
+
+
 def common_fields(scale_embedding=False, logits_bias=True):
     """The config fields BART, mBART, Marian and M2M-100 share: the two
     stacks' sizes (equal, as keras_tfm's stacks are), dropout rates that
@@ -42,15 +57,7 @@ def common_fields(scale_embedding=False, logits_bias=True):
     return (
         Field("vocab_size", "vocab_size"),
         Field("max_position_embeddings", "sequence_length"),
-        Field("d_model", "embed_dim"),
-        Field("encoder_layers", "num_layers"),
-        Field("decoder_layers", "num_layers"),
-        Field("encoder_attention_heads", "attention.num_heads"),
-        Field("decoder_attention_heads", "attention.num_heads"),
-        Field("encoder_ffn_dim", "feed_forward.hidden_dim"),
-        Field("decoder_ffn_dim", "feed_forward.hidden_dim"),
-        Field("activation_function", "feed_forward.activation", "gelu",
-              fields.ACTIVATIONS),
+        *STACK_SIZES,
         Field("dropout", "dropout", 0.1),
         Field("scale_embedding", "scale_embeddings", scale_embedding),
         Field("pad_token_id", "padding_id", 1),

@@ -29,7 +29,7 @@ decoder layers) is refused.
 """
 
 from keras_tfm import models
-from keras_tfm.interop.huggingface import core, fields
+from keras_tfm.interop.huggingface import bart, core, fields
 from keras_tfm.interop.huggingface.fields import Constant, Field, Fixed
 
 
@@ -58,15 +58,7 @@ FIELDS = (
           save=_source_positions),
     Field("num_mel_bins", "encoder_features.channels", 80,
           save=lambda options: _features(options)["channels"]),
-    Field("d_model", "embed_dim"),
-    Field("encoder_layers", "num_layers"),
-    Field("decoder_layers", "num_layers"),
-    Field("encoder_attention_heads", "attention.num_heads"),
-    Field("decoder_attention_heads", "attention.num_heads"),
-    Field("encoder_ffn_dim", "feed_forward.hidden_dim"),
-    Field("decoder_ffn_dim", "feed_forward.hidden_dim"),
-    Field("activation_function", "feed_forward.activation", "gelu",
-          fields.ACTIVATIONS),
+    *bart.STACK_SIZES,
     Field("dropout", "dropout", 0.0),
     Field("tie_word_embeddings", "tie_embeddings", True),
     Field("pad_token_id", "padding_id", 50256),
