@@ -52,8 +52,10 @@ def environments(backend, processes, cpu_devices):
         if cpu_devices:
             shared["JAX_PLATFORMS"] = "cpu"
             shared["JAX_CPU_COLLECTIVES_IMPLEMENTATION"] = "gloo"
+            # After the user's own XLA flags, which it keeps.
             shared["XLA_FLAGS"] = (
-                f"--xla_force_host_platform_device_count={cpu_devices}"
+                os.environ.get("XLA_FLAGS", "")
+                + f" --xla_force_host_platform_device_count={cpu_devices}"
             )
         return [
             {**shared, "KERAS_DISTRIBUTION_PROCESS_ID": str(rank)}

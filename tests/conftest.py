@@ -62,6 +62,16 @@ def attention_path(request, monkeypatch):
     return request.param
 
 
+def cpu_devices(count):
+    """The environment of a JAX process that sees `count` CPU devices,
+    keeping the XLA flags this run was given (the Makefile's)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return {
+        "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={count}",
+        "JAX_PLATFORMS": "cpu",
+    }
+
+
 def run_module(module, *arguments, env=None, timeout=600):
     """Runs `python -m MODULE ARGUMENTS` from the repository root.
 

@@ -16,12 +16,23 @@ def table_rows(output):
     return [line.strip("| ").split(" | ") for line in lines[1:]]
 
 
+def only_on(backend):
+    """Runs a benchmark's smoke test in one backend's suite only: its
+    libraries' rows run on the backend of the process, and each suite
+    checking every benchmark cost CI minutes for the same check."""
+    return pytest.mark.skipif(
+        keras.backend.backend() != backend,
+        reason=f"checked once, in the {backend} suite",
+    )
+
+
 def run_benchmark(module, *arguments):
     result = run_module(module, *arguments, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
+@only_on("torch")
 def test_train_step_prints_every_cell_of_the_grid():
     output = run_benchmark(
         "benchmarks.train_step",
@@ -41,12 +52,13 @@ def test_train_step_prints_every_cell_of_the_grid():
     # keras-hub has no SwiGLU encoder; torch.nn runs in float32 on torch.
     assert [row[6] != "-" for row in rows] == [True, True, False, False]
     torch_nn_ms = rows[0][9]
-    assert (torch_nn_ms != "-") == (keras.backend.backend() == "torch")
+    assert torch_nn_ms != "-"
     assert "hub/tfm over 2 cells: min" in final
     assert "target keras_tfm >= 1.2x keras-hub: " in final
     assert final.rstrip().endswith("of 2 float32 cells")
 
 
+@only_on("torch")
 def test_projections_prints_both_ways_for_every_shape():
     output = run_benchmark(
         "benchmarks.projections",
@@ -61,6 +73,7 @@ def test_projections_prints_both_ways_for_every_shape():
     assert all(row[6].endswith("x") for row in rows)
 
 
+@only_on("torch")
 def test_decode_prints_every_row():
     output = run_benchmark(
         "benchmarks.decode",
@@ -68,22 +81,19 @@ def test_decode_prints_every_row():
         *("--repeats", "1"),
     )
     labels = [row[0] for row in table_rows(output)]
-    if keras.backend.backend() == "torch":
-        cached = [
-            f"keras_tfm KV cache, torch_step={mode}"
-            for mode in ("eager", "export", "compile")
-        ]
-        floor = ["plain PyTorch, eager", "plain PyTorch, compiled"]
-    else:
-        cached, floor = ["keras_tfm KV cache"], []
     assert labels == [
         "keras-hub GPT2CausalLM",
         "keras_tfm uncached",
-        *cached,
-        *floor,
+        *(
+            f"keras_tfm KV cache, torch_step={mode}"
+            for mode in ("eager", "export", "compile")
+        ),
+        "plain PyTorch, eager",
+        "plain PyTorch, compiled",
     ]
 
 
+@only_on("tensorflow")
 def test_op_profile_prints_both_libraries():
     output = run_benchmark(
         "benchmarks.op_profile",
@@ -98,11 +108,8 @@ def test_op_profile_prints_both_libraries():
     assert any(matrix_product.search(row[0]) for row in rows[:-1])
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch",
-    reason="each row runs in a process of its own backend, whatever this "
-    "suite's: checked once, in the shortest suite",
-)
+# Each row runs in a process of its own backend, whatever this suite's.
+@only_on("torch")
 def test_checkpoints_prints_every_row_and_column(tmp_path):
     backend = "jax"
     output = run_benchmark(

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from keras_tfm import distribution, models
-from tests.conftest import assert_same_updates, installed_version, run_module
+from tests.conftest import (
+    assert_same_updates,
+    cpu_devices,
+    installed_version,
+    run_module,
+)
 
 DEVICES = 8
 MESH_SHAPE = (2, 4)
@@ -149,10 +154,7 @@ def main():
 def test_both_distributions_match_one_device_on_8_cpus():
     result = run_module(
         "tests.test_distribution",
-        env={
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
-            "JAX_PLATFORMS": "cpu",
-        },
+        env=cpu_devices(DEVICES),
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("same step loss") == 2 * len(builders())

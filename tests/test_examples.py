@@ -57,8 +57,11 @@ def run_all(output):
         sys.argv = [script, "--quick", "--output-dir", run_output] + [
             argument.format(output=output) for argument in arguments
         ]
+        start = time.perf_counter()
         runpy.run_path(script, run_name="__main__")
         assert os.path.exists(os.path.join(run_output, "best.keras")), name
+        # Where the examples test's minutes go, in its output on failure.
+        print(f"{name} took {time.perf_counter() - start:.0f} s", flush=True)
 
 
 @pytest.mark.slow

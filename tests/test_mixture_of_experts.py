@@ -14,6 +14,7 @@ from benchmarks.moe import AllExpertsMixture
 from keras_tfm.layers.mixture_of_experts import MixtureOfExperts, expert_slots
 from tests.conftest import (
     assert_same_updates,
+    cpu_devices,
     installed_version,
     random_inputs,
     run_module,
@@ -412,10 +413,7 @@ def main():
 def test_experts_sharded_over_8_cpus_train_as_one_device():
     result = run_module(
         "tests.test_mixture_of_experts",
-        env={
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
-            "JAX_PLATFORMS": "cpu",
-        },
+        env=cpu_devices(DEVICES),
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "expert parallel: same step loss and weights" in result.stdout
