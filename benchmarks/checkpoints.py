@@ -10,7 +10,13 @@ each in a fresh process, measures for every checkpoint and `--dtypes` entry:
 - keras_tfm on each of `--backends` (`KERAS_BACKEND` set in the process's
   environment): `interop.from_huggingface(directory, dtype=...)`, then
   `generation.generate`; with `--int8`, also in a process of its own,
-  the same with `model.quantize("int8")` after loading.
+  the same with `model.quantize("int8")` after loading; with
+  `--compilation-cache` (JAX, TensorFlow), the keras_tfm process fills an
+  empty on-disk cache of compiled XLA programs (JAX's
+  `jax_compilation_cache_dir`, TensorFlow's
+  `--tf_xla_persistent_cache_directory`) and a second process, the
+  warm-cache row, starts from it: the first call a user waits for once
+  the programs have been compiled on this machine before.
 
 Each row gives the load time (quantizing included for int8 rows), the peak
 resident memory after loading, the resident memory then, the first
@@ -25,6 +31,7 @@ at least 1.5x at batch 1 and 8 (set at SmolLM2-135M's size).
 
     python -m benchmarks.checkpoints --backends jax,torch --models smollm2
     python -m benchmarks.checkpoints --quick --int8 --torch-compile
+    python -m benchmarks.checkpoints --backends jax --compilation-cache
 """
 
 import argparse
@@ -133,6 +140,16 @@ TARGET_SPEED = 1.5
 RESULT_PREFIX = "RESULT "
 COMPILED = "transformers static+compile"
 INT8 = "keras_tfm int8"
+WARM = "keras_tfm warm cache"
+# Each backend's own on-disk cache of compiled XLA programs, switched on by
+# the environment of a fresh process (PyTorch's traced steps have none).
+COMPILATION_CACHES = {
+    "jax": lambda directory: {"JAX_COMPILATION_CACHE_DIR": directory},
+    "tensorflow": lambda directory: {
+        "TF_XLA_FLAGS": os.environ.get("TF_XLA_FLAGS", "")
+        + f" --tf_xla_persistent_cache_directory={directory}"
+    },
+}
 HEADER = (
     "library", "backend", "dtype", "load s", "peak MB", "RSS MB",
     "first call s", "tok/s b1", "tok/s b8", "load/hf", "peak/hf",
@@ -301,8 +318,9 @@ def run_worker(args):
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def measure(kind, backend, directory, dtype, args):
-    """Runs one worker in a fresh process: its result, or an error line."""
+def measure(kind, backend, directory, dtype, args, environment=None):
+    """Runs one worker in a fresh process: its result, or an error line.
+    `environment` adds to this process's."""
     command = [
         sys.executable, "-m", "benchmarks.checkpoints", "--worker", kind,
         "--checkpoint", directory, "--dtype", dtype,
@@ -310,7 +328,9 @@ def measure(kind, backend, directory, dtype, args):
         "--prompt-length", str(args.prompt_length),
         "--repeats", str(args.repeats),
     ]  # fmt: skip
-    environment = {**os.environ, "KERAS_BACKEND": backend}
+    environment = {
+        **os.environ, "KERAS_BACKEND": backend, **(environment or {})
+    }  # fmt: skip
     try:
         done = subprocess.run(
             command, env=environment, capture_output=True, text=True,
@@ -399,7 +419,7 @@ def print_table(name, directory, rows, args):
         label = f"{library} {backend} {dtype}"
         if isinstance(result, dict):
             cells = row_cells(result, reference, agree_with)
-            if library == "keras_tfm":
+            if library.startswith("keras_tfm"):
                 targets.append(target_line(label, result, reference))
         else:
             cells = ["-"] * (len(HEADER) - 3)
@@ -422,10 +442,19 @@ def benchmark(name, args):
                 (COMPILED, "torch", dtype, compiled, reference, hf_tokens)
             )
         for backend in args.backends.split(","):
-            result = measure("keras_tfm", backend, directory, dtype, args)
+            cache = compilation_cache(backend, args)
+            result = measure(
+                "keras_tfm", backend, directory, dtype, args, cache
+            )
             rows.append(
                 ("keras_tfm", backend, dtype, result, reference, hf_tokens)
             )
+            if cache:
+                # A fresh process that finds the first one's programs.
+                warm = measure(
+                    "keras_tfm", backend, directory, dtype, args, cache
+                )
+                rows.append((WARM, *rows[-1][1:3], warm, *rows[-1][4:]))
             if args.int8:
                 quantized = measure(INT8, backend, directory, dtype, args)
                 rows.append((
@@ -433,6 +462,15 @@ def benchmark(name, args):
                     tokens_of(result),
                 ))  # fmt: skip
     print_table(name, directory, rows, args)
+
+
+def compilation_cache(backend, args):
+    """The environment that gives a process an empty on-disk cache of
+    compiled programs, with `--compilation-cache` on a backend that has
+    one; else None."""
+    if not args.compilation_cache or backend not in COMPILATION_CACHES:
+        return None
+    return COMPILATION_CACHES[backend](tempfile.mkdtemp(prefix="xla-cache-"))
 
 
 def tokens_of(result):
@@ -473,6 +511,12 @@ def main():
     parser.add_argument(
         "--int8", action="store_true",
         help='also keras_tfm after model.quantize("int8")',
+    )  # fmt: skip
+    parser.add_argument(
+        "--compilation-cache", action="store_true",
+        help="on JAX and TensorFlow: the keras_tfm row fills an empty "
+        "on-disk cache of compiled programs, and a second process (the "
+        "warm-cache row) starts from it",
     )  # fmt: skip
     parser.add_argument(
         "--torch-compile", action="store_true",

@@ -116,6 +116,7 @@ def test_checkpoints_prints_every_row_and_column(tmp_path):
         "benchmarks.checkpoints",
         *("--quick", "--backends", backend, "--dtypes", "float32"),
         *("--models", "smollm2", "--cache-dir", tmp_path),
+        "--compilation-cache",
     )
     lines = output.splitlines()
     header = next(line for line in lines if line.startswith("| library"))
@@ -123,12 +124,15 @@ def test_checkpoints_prints_every_row_and_column(tmp_path):
         "load s", "peak MB", "RSS MB", "first call s", "tok/s b1",
         "tok/s b8", "load/hf", "peak/hf", "b1/hf", "b8/hf", "agree",
     ]  # fmt: skip
-    hf, tfm = table_rows(output)
+    hf, tfm, warm = table_rows(output)
     assert hf[:3] == ["transformers", "torch", "float32"]
     assert tfm[:3] == ["keras_tfm", backend, "float32"]
+    assert warm[:3] == ["keras_tfm warm cache", backend, "float32"]
     # transformers is the reference: its ratios and tokens are the others'.
     assert "-" not in hf[3:9] and hf[9:] == ["-"] * 5
-    assert "-" not in tfm and tfm[-1] == "4/4"
+    for row in (tfm, warm):
+        assert "-" not in row and row[-1] == "4/4"
     targets = [line for line in lines if line.startswith("targets, ")]
-    assert len(targets) == 1
-    assert targets[0].count(": met (") + targets[0].count(": missed (") == 5
+    assert len(targets) == 2
+    for line in targets:
+        assert line.count(": met (") + line.count(": missed (") == 5

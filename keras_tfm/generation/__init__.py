@@ -129,11 +129,12 @@ def generate(
         seed: Optional int that makes `"top_k"` and `"top_p"` reproducible.
         use_cache: `False` runs the whole model at every step (for
             comparison; the output is the same, only slower).
-        torch_step: How the PyTorch backend runs the cached prefill and
-            decode steps: `"eager"` (Keras layers called as usual),
-            `"export"` (traced once per input shape with `torch.export`,
-            which leaves Keras's Python out), `"compile"` (the exported
-            step compiled by `torch.compile`), or `"auto"`, the fastest on
+        torch_step: How the PyTorch backend runs the cached decode
+            steps: `"eager"` (Keras layers called as usual), `"export"`
+            (the one-token step traced once per input shape with
+            `torch.export`, which leaves Keras's Python out; the prefill,
+            run once, stays eager), `"compile"` (the exported step
+            compiled by `torch.compile`), or `"auto"`, the fastest on
             this machine (see the generation guide). A step that fails to
             trace runs eagerly, with one warning. Other backends compile the
             whole loop with XLA and take `"auto"` only.

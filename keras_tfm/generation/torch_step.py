@@ -7,7 +7,8 @@ import keras
 
 
 class TorchStep:
-    """A model's `call_with_cache`, traced once per input shape on PyTorch.
+    """A model's `call_with_cache`, traced once per input shape on PyTorch
+    for one-token steps (prefills run eagerly).
 
     `torch.export` in non-strict mode runs Keras's Python once and records
     only the tensor operations, so a traced step no longer pays Keras's
@@ -24,7 +25,9 @@ class TorchStep:
         self.failed = False
 
     def __call__(self, tokens, cache, cache_index):
-        if self.failed:
+        # A prefill runs once per call of `generate`: its trace (as long as
+        # a step's) would cost far more than the Python it saves.
+        if self.failed or tokens.shape[1] != 1:
             return self.model.call_with_cache(tokens, cache, cache_index)
         import torch
 
