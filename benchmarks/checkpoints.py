@@ -454,7 +454,7 @@ def benchmark(name, args):
                 warm = measure(
                     "keras_tfm", backend, directory, dtype, args, cache
                 )
-                rows.append((WARM, *rows[-1][1:3], warm, *rows[-1][4:]))
+                rows.append((WARM, backend, dtype, warm, reference, hf_tokens))
             if args.int8:
                 quantized = measure(INT8, backend, directory, dtype, args)
                 rows.append((

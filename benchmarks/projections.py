@@ -33,7 +33,9 @@ def runner(cell, joined):
     x, y = random_batch(cell)
 
     def step():
-        with mock.patch.object(kernels, "fuses_projections", lambda: joined):
+        with mock.patch.object(
+            kernels, "fuses_projections", lambda size: joined
+        ):
             model.train_on_batch(x, y)
 
     return step

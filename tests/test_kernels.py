@@ -43,7 +43,7 @@ def test_joined_projections_equal_the_three_layers(monkeypatch, options):
     outputs = {}
     for joined in (True, False):
         monkeypatch.setattr(
-            kernels, "fuses_projections", lambda joined=joined: joined
+            kernels, "fuses_projections", lambda size, joined=joined: joined
         )
         outputs[joined] = [to_numpy(part) for part in layer._project(x)]
     for got, want in zip(outputs[True], outputs[False], strict=True):
@@ -51,7 +51,7 @@ def test_joined_projections_equal_the_three_layers(monkeypatch, options):
 
 
 def test_projections_with_lora_go_through_their_layers(monkeypatch):
-    monkeypatch.setattr(kernels, "fuses_projections", lambda: True)
+    monkeypatch.setattr(kernels, "fuses_projections", lambda size: True)
     x = random_inputs(BATCH, LENGTH, WIDTH)
     layer = MultiHeadSelfAttention(2)
     layer.build(x.shape)
@@ -67,3 +67,10 @@ def test_projections_with_lora_go_through_their_layers(monkeypatch):
     )
     layer._project(x)
     assert calls == ["query", "key", "value"]
+
+
+def test_only_pytorch_joins_projections_and_only_small_ones():
+    on_torch = keras.backend.backend() == "torch"
+    largest = kernels.FUSED_PROJECTION_MAX_SIZE
+    assert kernels.fuses_projections(largest) == on_torch
+    assert not kernels.fuses_projections(largest + 1)

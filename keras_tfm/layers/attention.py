@@ -187,19 +187,16 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
     def _project(self, x):
         """Queries, keys and values of `x`, each `(batch, seq, heads,
         head_dim)`: in one matmul over the three kernels where that is
-        faster (`kernels.fuses_projections`, for kernels of at most
-        `kernels.FUSED_PROJECTION_MAX_SIZE` numbers), else through the three
+        faster (`kernels.fuses_projections`), else through the three
         projection layers (always when one carries LoRA or quantized
         weights, which their own call handles)."""
         projections = (self.query_dense, self.key_dense, self.value_dense)
-        if (
-            not kernels.fuses_projections()
-            or any(
-                layer.lora_enabled or layer.quantization_mode is not None
-                for layer in projections
-            )
-            or sum(math.prod(layer.kernel.shape) for layer in projections)
-            > kernels.FUSED_PROJECTION_MAX_SIZE
+        # LoRA and quantized layers first: their `kernel` is computed.
+        if any(
+            layer.lora_enabled or layer.quantization_mode is not None
+            for layer in projections
+        ) or not kernels.fuses_projections(
+            sum(math.prod(layer.kernel.shape) for layer in projections)
         ):
             return tuple(layer(x) for layer in projections)
 

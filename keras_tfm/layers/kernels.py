@@ -127,16 +127,20 @@ def _only_cpus():
 FUSED_PROJECTION_MAX_SIZE = 2**18
 
 
-def fuses_projections():
+def fuses_projections(joined_size):
     """Whether self-attention projects queries, keys and values with one
-    matmul over the three kernels, joined.
+    matmul over the three kernels, joined (`joined_size` numbers in all).
 
     Keras runs PyTorch eagerly, where a step is bound by the cost of each
     call and kernel launch, and one matmul beats three; TensorFlow and JAX
     compile the three into the same work or better. The weights stay three
-    variables either way.
+    variables either way. Kernels over `FUSED_PROJECTION_MAX_SIZE` numbers
+    stay three on PyTorch too: joining them copies more than it saves.
     """
-    return keras.backend.backend() == "torch"
+    return (
+        keras.backend.backend() == "torch"
+        and joined_size <= FUSED_PROJECTION_MAX_SIZE
+    )
 
 
 def mask_for_jax_cudnn(mask, query, key):
