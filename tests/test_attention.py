@@ -156,17 +156,24 @@ def test_causal_block_reaches_the_fused_is_causal_path(monkeypatch):
     monkeypatch.setattr(
         kernels, "explicit_attention_is_faster", lambda query, key: False
     )
+    # PyTorch's kernel is called directly (`kernels.fused_attention`).
+    module, name, mask = keras.ops, "dot_product_attention", "mask"
+    if keras.backend.backend() == "torch":
+        import torch
+
+        module, name = torch.nn.functional, "scaled_dot_product_attention"
+        mask = "attn_mask"
     calls = []
-    original = keras.ops.dot_product_attention
+    original = getattr(module, name)
 
     def recording(*args, **kwargs):
         calls.append(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(keras.ops, "dot_product_attention", recording)
+    monkeypatch.setattr(module, name, recording)
     x = random_inputs(BATCH, LENGTH, WIDTH)
     block = DecoderBlock(3, 16, dropout=0.5, cross_attention=False)
     block(x, training=True)
-    assert calls[-1]["mask"] is None and calls[-1]["is_causal"] is True
+    assert calls[-1][mask] is None and calls[-1]["is_causal"] is True
     block(x, padding_mask=PADDING, training=True)
-    assert calls[-1]["mask"] is not None and calls[-1]["is_causal"] is False
+    assert calls[-1][mask] is not None and calls[-1]["is_causal"] is False

@@ -425,6 +425,63 @@ def test_traced_steps_equal_the_eager_step(language_model, mode):
 
 
 @torch_only
+@pytest.mark.parametrize("parts", [2, 3])
+def test_parallel_matmul_equals_the_product(parts):
+    import torch
+
+    from keras_tfm.generation.torch_step import parallel_matmul
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 12, generator=generator)
+    embedding = torch.randn(18, 12, generator=generator)
+    # A kernel, a transposed (tied-embedding) kernel, a kernel whose sizes
+    # `parts` does not divide, and EinsumDense's two contractions.
+    for inputs, kernel, contracted in [
+        (x, torch.randn(12, 6, generator=generator), 1),
+        (x, embedding.T, 1),
+        (x, torch.randn(12, 7, generator=generator)[:, :5], 1),
+        (x, torch.randn(12, 3, 4, generator=generator), 1),
+        (x.reshape(2, 1, 3, 4), torch.randn(3, 4, 5, generator=generator), 2),
+    ]:
+        expected = torch.tensordot(inputs, kernel, dims=contracted)
+        outputs = parallel_matmul(inputs, kernel, contracted, parts)
+        assert outputs.shape == expected.shape
+        assert outputs.stride()[-1] == 1
+        torch.testing.assert_close(outputs, expected)
+
+
+def test_contracted_dims_reads_projection_equations():
+    from keras_tfm.generation.torch_step import _contracted_dims
+
+    assert _contracted_dims("btd,dnh->btnh") == 1
+    assert _contracted_dims("btah,ahd->btd") == 2
+    assert _contracted_dims("btnh,nhd->btd") == 2
+    assert _contracted_dims("btnh,bsnh->bnts") is None  # no weight
+    assert _contracted_dims("bthd,dnh->btn") is None
+    assert _contracted_dims("ab,bc,cd->ad") is None
+
+
+@torch_only
+def test_a_traced_step_is_simplified(language_model):
+    import torch
+
+    from keras_tfm.generation.torch_step import TorchStep, parallel_matmul
+
+    traced = TorchStep(language_model, compile_program=False)
+    cache = language_model.initial_cache(2, 8)
+    index = torch.tensor(5, dtype=torch.int32)
+    program = traced._trace(torch.ones((2, 1), dtype=torch.int32), cache, index)
+    targets = [node.target for node in program.graph.nodes]
+    assert torch.ops.aten._assert_tensor_metadata.default not in targets
+    assert torch.ops.aten.clone.default not in targets  # the cache's copy
+    if torch.get_num_threads() > 1:
+        assert parallel_matmul in targets
+    # The cache given is written in place.
+    _, updated = program(torch.ones((2, 1), dtype=torch.int32), cache, index)
+    assert all(new is old for new, old in zip(updated, cache, strict=True))
+
+
+@torch_only
 def test_a_second_generate_does_not_trace_again(monkeypatch):
     import torch
 
