@@ -155,9 +155,9 @@ def _parallelize(node):
     parts = torch.get_num_threads()
     if node.target is torch.ops.aten.einsum.default:
         equation, (x, kernel) = node.args[0], node.args[1]
-        contracted = _contracted_dims(equation)
+        contracted, kernel_ndim = _contracted_dims(equation), None
     else:
-        (x, kernel), contracted = node.args, 1
+        (x, kernel), contracted, kernel_ndim = node.args, 1, 2
     x_value, kernel_value = x.meta.get("val"), kernel.meta.get("val")
     if (
         parts < 2
@@ -165,7 +165,7 @@ def _parallelize(node):
         or not _is_weight(kernel)
         or x_value is None
         or kernel_value is None
-        or (node.target is torch.ops.aten.matmul.default and kernel_value.ndim != 2)
+        or kernel_ndim not in (None, kernel_value.ndim)
         or math.prod(x_value.shape[: x_value.ndim - contracted])
         > PARALLEL_MATMUL_MAX_ROWS
     ):
