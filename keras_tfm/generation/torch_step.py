@@ -77,14 +77,14 @@ class TorchStep:
             program = torch.export.export(
                 Step(), (tokens, cache, index), strict=False
             ).module()
-        simplify(program)
+        simplify(program, model)
         if self.compile_program:
             program = torch.compile(program)
         return program
 
 
-def simplify(program):
-    """Rewrites a traced step's graph in place to run faster.
+def simplify(program, model):
+    """Rewrites `model`'s traced step's graph in place to run faster.
 
     - Drops its no-op nodes: the metadata checks `torch.export` records
       before each conversion, and conversions to the dtype and device a
@@ -94,6 +94,9 @@ def simplify(program):
     - Writes the new keys and values into the cache it is given: Keras's
       `slice_update` copies the whole cache before writing a position
       (a quarter of a SmolLM2-135M step at batch 8).
+    - Computes once what each layer computes again from the same inputs:
+      the rotary angles, the visible positions, the cache's write indices
+      (`_merge_repeated_work`).
     """
     import torch
 
@@ -111,8 +114,63 @@ def simplify(program):
         elif node.target is aten.clone.default and _copies_for_a_write(node):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
+    _merge_repeated_work(program, model)
     graph.eliminate_dead_code()
     program.recompile()
+
+
+def _merge_repeated_work(program, model):
+    """Common-subexpression elimination over the step's graph.
+
+    Each layer's scalar constants (a rotary base, an index 0) are separate
+    tensors of the graph; equal ones are merged first, so that the work
+    computed from them is found equal too. The model's weights are never
+    merged (training may change them apart), nor are operations that
+    write into a tensor.
+    """
+    weights = {variable.value.data_ptr() for variable in model.variables}
+    found = {}
+    for node in list(program.graph.nodes):
+        key = _work_key(node, program, weights)
+        if key is None:
+            continue
+        if key in found:
+            node.replace_all_uses_with(found[key])
+            program.graph.erase_node(node)
+        else:
+            found[key] = node
+
+
+def _work_key(node, program, weights):
+    """What `node` computes, as a key equal for nodes that compute the same
+    value; None for nodes never merged."""
+    if node.op == "get_attr":
+        tensor = program
+        for name in node.target.split("."):
+            tensor = getattr(tensor, name)
+        if tensor.numel() != 1 or tensor.data_ptr() in weights:
+            return None
+        return ("constant", tensor.dtype, tensor.device, tensor.shape,
+                tensor.item())  # fmt: skip
+    if node.op != "call_function" or node.is_impure():
+        return None
+    schema = getattr(node.target, "_schema", None)
+    if schema is not None and schema.is_mutable:
+        return None
+    try:
+        key = (node.target, _hashable(node.args), _hashable(node.kwargs))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, dict):
+        return tuple((name, _hashable(item)) for name, item in value.items())
+    return value
 
 
 def _converts_nothing(node):
