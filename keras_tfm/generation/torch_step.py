@@ -91,9 +91,9 @@ def simplify(program, model):
       tensor already has (Keras converts every layer's inputs). They were
       half of SmolLM2-135M's 7,600 nodes per step.
     - Runs products of few rows with a weight through `parallel_matmul`.
-    - Writes the new keys and values into the cache it is given: Keras's
-      `slice_update` copies the whole cache before writing a position
-      (a quarter of a SmolLM2-135M step at batch 8).
+    - Writes the new keys and values into the cache it is given, not into
+      a copy of it (the copy was a quarter of a SmolLM2-135M step at batch
+      8): the step's caller passes each cache once.
     - Computes once what each layer computes again from the same inputs:
       the rotary angles, the visible positions, the cache's write indices
       (`_merge_repeated_work`).
@@ -111,9 +111,8 @@ def simplify(program, model):
                 graph.erase_node(node)
         elif node.target in (aten.matmul.default, aten.einsum.default):
             _parallelize(node)
-        elif node.target is aten.clone.default and _copies_for_a_write(node):
-            node.replace_all_uses_with(node.args[0])
-            graph.erase_node(node)
+        elif node.target is aten.index_copy.default and _only_reader(node):
+            node.target = aten.index_copy_.default
     _merge_repeated_work(program, model)
     graph.eliminate_dead_code()
     program.recompile()
@@ -184,23 +183,14 @@ def _converts_nothing(node):
     )
 
 
-def _copies_for_a_write(clone):
-    """Whether `clone` copies an input of the program only to write into
-    the copy (`index_put_`), and nothing else reads the input (but the
-    check of the inputs' shapes `torch.export` adds)."""
-    import torch
-
-    source, users = clone.args[0], list(clone.users)
-    return (
-        source.op == "placeholder"
-        and not clone.kwargs
-        and len(users) == 1
-        and users[0].target is torch.ops.aten.index_put_.default
-        and users[0].args[0] is clone
-        and all(
-            reader is clone or reader.target == "_guards_fn"
-            for reader in source.users
-        )
+def _only_reader(node):
+    """Whether `node` is the only one to read its first argument, an input
+    of the program (but the check of the inputs' shapes that
+    `torch.export` adds)."""
+    source = node.args[0]
+    return source.op == "placeholder" and all(
+        reader is node or reader.target == "_guards_fn"
+        for reader in source.users
     )
 
 

@@ -22,6 +22,7 @@ from keras_tfm.layers.multi_head import (
     query_key_norm_options,
     rolling_cache_positions,
     rolling_cache_update,
+    write_positions,
 )
 from keras_tfm.layers.normalization import OffsetRMSNormalization
 from keras_tfm.layers.rotary import RotaryEmbedding, rotary_options
@@ -250,8 +251,12 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
             query = self._normalized(self.query_norm, query)
             key = self._normalized(self.key_norm, key)
         if self.rotary is not None:
-            query = self.rotary_embedding(query, start_index=start_index)
-            key = self.rotary_embedding(key, start_index=start_index)
+            # Rotated together: the angles are computed once.
+            heads = query.shape[2]
+            rotated = self.rotary_embedding(
+                ops.concatenate([query, key], axis=2), start_index=start_index
+            )
+            query, key = rotated[:, :, :heads], rotated[:, :, heads:]
         return query, key, value
 
     def call(
@@ -396,7 +401,7 @@ class MultiHeadSelfAttention(MultiHeadAttentionBase):
 
     def _update_cache(self, cache, cache_index, key, value):
         update = ops.cast(heads_first_cache(key, value), cache.dtype)
-        return ops.slice_update(cache, (0, 0, 0, cache_index, 0), update)
+        return write_positions(cache, cache_index, update)
 
     def _visible_keys(self, query_length, key_length, start_index):
         """`(query_length, key_length)`: which keys each query may see.

@@ -5,6 +5,7 @@ import numbers
 import typing
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_tfm.layers.validation import check_rank, positive_number
@@ -14,7 +15,11 @@ ORIGINAL = "original_max_position_embeddings"
 
 def _inverse_frequencies(base, head_dim):
     """`1 / base ** (2i / head_dim)` for each channel pair `i`, in float32."""
-    exponents = ops.arange(0, head_dim, 2, dtype="float32") / head_dim
+    exponents = np.arange(0, head_dim, 2, dtype="float32") / head_dim
+    if isinstance(base, numbers.Real):
+        # A constant, computed here rather than by each layer's traced
+        # operations (tracing them was a tenth of PyTorch's step trace).
+        return ops.convert_to_tensor(1.0 / np.float32(base) ** exponents)
     return 1.0 / ops.power(base, exponents)
 
 
