@@ -132,8 +132,9 @@ def generate(
         torch_step: How the PyTorch backend runs the cached decode
             steps: `"eager"` (Keras layers called as usual), `"export"`
             (the one-token step traced once per input shape with
-            `torch.export`, which leaves Keras's Python out; the prefill,
-            run once, stays eager), `"compile"` (the exported step
+            `torch.export`, which leaves Keras's Python out, and
+            rewritten to run faster; the prefill, run once, stays eager),
+            `"compile"` (the exported step
             compiled by `torch.compile`), or `"auto"`, the fastest on
             this machine (see the generation guide). A step that fails to
             trace runs eagerly, with one warning. Other backends compile the

@@ -21,6 +21,9 @@ class TorchStep:
     fuses the recorded program. The model is traced as a sub-module, so the
     program reads its current weights: training after a trace is seen. A
     trace that fails makes every later call run eagerly, after one warning.
+    The traced program is rewritten by `simplify`, and writes the new
+    positions into the cache it is given: a cache is passed once, and the
+    returned one used after.
     """
 
     def __init__(self, model, compile_program):
