@@ -204,11 +204,12 @@ def _parallelize(node):
     import torch
 
     parts = torch.get_num_threads()
-    if node.target is torch.ops.aten.einsum.default:
+    is_einsum = node.target is torch.ops.aten.einsum.default
+    if is_einsum:
         equation, (x, kernel) = node.args[0], node.args[1]
-        contracted, kernel_ndim = _contracted_dims(equation), None
+        contracted = _contracted_dims(equation)
     else:
-        (x, kernel), contracted, kernel_ndim = node.args, 1, 2
+        (x, kernel), contracted = node.args, 1
     x_value, kernel_value = x.meta.get("val"), kernel.meta.get("val")
     if (
         parts < 2
@@ -216,7 +217,7 @@ def _parallelize(node):
         or not _is_weight(kernel)
         or x_value is None
         or kernel_value is None
-        or kernel_ndim not in (None, kernel_value.ndim)
+        or (not is_einsum and kernel_value.ndim != 2)  # matmul: a matrix
         or math.prod(x_value.shape[: x_value.ndim - contracted])
         > PARALLEL_MATMUL_MAX_ROWS
     ):
